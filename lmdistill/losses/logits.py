@@ -44,9 +44,10 @@ def _log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 def _kl_from_log_probs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """KL(p ‖ q) = Σ p·(log p − log q) from log-probabilities, with 0·log 0 = 0: (..., V) -> (...)."""
+    p = log_p.exp()
     # where() before the product: with log p = log q = -inf the difference is NaN, and its gradient must not be.
-    log_ratio = torch.where(log_p == -math.inf, torch.zeros_like(log_p), log_p - log_q)
-    return (log_p.exp() * log_ratio).sum(-1)
+    log_ratio = torch.where(p == 0, torch.zeros_like(log_p), log_p - log_q)
+    return (p * log_ratio).sum(-1)
 
 
 def _log_mixture(weight_p: float, log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -182,8 +183,9 @@ def adaptive_kl(
 def soft_ce(student_logits, teacher_logits, *, temperature: float = 1.0, scale_by_temperature_squared: bool = True):
     """Soft cross-entropy: −Σ p_t·log p_s (= KL(p_t ‖ p_s) + H(p_t)), with 0·log 0 = 0. (..., V) -> (...)."""
     log_s, log_t = _prepare(student_logits, teacher_logits, temperature)
-    safe_log_s = torch.where(log_t == -math.inf, torch.zeros_like(log_s), log_s)
-    loss = -(log_t.exp() * safe_log_s).sum(-1)
+    p_t = log_t.exp()
+    safe_log_s = torch.where(p_t == 0, torch.zeros_like(log_s), log_s)
+    loss = -(p_t * safe_log_s).sum(-1)
     return _scaled(loss, temperature, scale_by_temperature_squared)
 
 
