@@ -21,7 +21,7 @@ from lmdistill.errors import UserError
 
 TEXT_SUFFIXES = (".jsonl", ".json", ".txt", ".csv", ".tsv")
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES + (".parquet",)
-_BLANK_LINES = re.compile(r"\n[ \t]*\n")
+_BLANK_LINES = re.compile(r"\n\s*\n")
 
 
 def read_records(
