@@ -1,0 +1,5 @@
+import sys
+
+from lmdistill.cli import main
+
+sys.exit(main())

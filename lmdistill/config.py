@@ -1,0 +1,279 @@
+"""The typed run configuration: one YAML file, validated at load, with ``key=value`` overrides.
+
+Every user-facing setting lives here. Validation errors become one-line :class:`UserError` messages naming the field
+path, so ``lmdistill train --config run.yaml`` fails before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lmdistill.errors import UserError
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LinearSchedule(Strict):
+    """A value that moves linearly from ``start`` to ``end`` over the optimizer steps of the run."""
+
+    start: float
+    end: float
+
+
+ScheduledFloat = Union[float, LinearSchedule]
+
+
+def value_at(schedule: ScheduledFloat, progress: float) -> float:
+    """The scheduled value at ``progress`` in [0, 1] (fraction of optimizer steps done)."""
+    if isinstance(schedule, LinearSchedule):
+        return schedule.start + (schedule.end - schedule.start) * progress
+    return float(schedule)
+
+
+Dtype = Literal["float32", "bfloat16", "float16", "auto"]
+
+
+class FromTeacher(Strict):
+    """Build the student by keeping some of the teacher's layers, weights copied (DistilBERT/Minitron depth pruning).
+
+    Exactly one of ``layers`` (explicit 0-based indices), ``every`` (keep every k-th layer, starting at 0) or
+    ``first_last`` (keep the first k and the last k layers) is set.
+    """
+
+    layers: list[int] | None = None
+    every: int | None = Field(default=None, ge=1)
+    first_last: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "FromTeacher":
+        chosen = [k for k in ("layers", "every", "first_last") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise ValueError("set exactly one of layers, every, first_last")
+        if self.layers is not None and (not self.layers or len(set(self.layers)) != len(self.layers)):
+            raise ValueError("layers must be a non-empty list of distinct layer indices")
+        return self
+
+
+class TeacherConfig(Strict):
+    """The frozen teacher: a Hugging Face model dir, a hub id, a ``.gguf`` file (path ending in .gguf), or a cache."""
+
+    path: str | None = None
+    config: dict[str, Any] | None = None  # fresh random weights from a transformers config dict (tests, smoke runs)
+    cache: str | None = None  # a teacher-signal cache made by `lmdistill cache`
+    dtype: Dtype = "float32"
+    weight: float = Field(default=1.0, gt=0)  # for several teachers
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TeacherConfig":
+        sources = [k for k in ("path", "config", "cache") if getattr(self, k) is not None]
+        if len(sources) != 1:
+            raise ValueError("set exactly one of path, config, cache")
+        return self
+
+
+class StudentConfig(Strict):
+    """The student: a model dir/id, a depth-pruned copy of the teacher, or a config with fresh weights."""
+
+    path: str | None = None
+    from_teacher: FromTeacher | None = None
+    config: dict[str, Any] | None = None
+    dtype: Dtype = "float32"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "StudentConfig":
+        sources = [k for k in ("path", "from_teacher", "config") if getattr(self, k) is not None]
+        if len(sources) != 1:
+            raise ValueError("set exactly one of path, from_teacher, config")
+        return self
+
+
+DataFormat = Literal["text", "prompt_completion", "chat"]
+
+
+class DataConfig(Strict):
+    """Training data: files (jsonl/json/txt/csv/tsv/parquet) or a `datasets` id, and how to read their fields."""
+
+    train: str | list[str]
+    eval: str | list[str] | None = None
+    eval_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)  # held out from train when `eval` is not given
+    dataset_split: str = "train"  # for a `datasets` id
+    format: DataFormat = "text"
+    text_field: str = "text"
+    prompt_field: str = "prompt"
+    completion_field: str = "completion"
+    messages_field: str = "messages"
+    max_length: int = Field(default=256, ge=2)
+    pack: bool = True  # text: concatenate documents and cut into max_length blocks
+    max_examples: int | None = Field(default=None, ge=1)
+
+
+class TermConfig(BaseModel):
+    """One weighted term of the objective: ``{name, weight, layers?, ...loss parameters}``.
+
+    Extra keys are the loss's own parameters (checked against the registry at load). ``temperature`` may be a
+    linear schedule. ``layers`` (hidden/attention terms) is ``uniform``, ``last`` or a list of
+    ``[student_layer, teacher_layer]`` pairs.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    weight: ScheduledFloat = 1.0
+    layers: Literal["uniform", "last"] | list[tuple[int, int]] = "uniform"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _known_loss(self) -> "TermConfig":
+        from lmdistill.losses import registry
+
+        spec = registry.spec(self.name)  # UserError listing the valid names
+        params = self.params
+        registry.validate_params(self.name, params)
+        if "temperature" in params:
+            params["temperature"] = _parse_schedule(params["temperature"], f"{self.name}.temperature")
+            self.__pydantic_extra__["temperature"] = params["temperature"]
+        if spec.kind in ("logits", "labels") and self.layers != "uniform":
+            raise ValueError(f"{self.name} works on logits; `layers` applies to hidden/attention terms only")
+        return self
+
+
+def _parse_schedule(value: Any, where: str) -> ScheduledFloat:
+    if isinstance(value, dict):
+        return LinearSchedule(**value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    raise ValueError(f"{where} must be a number or {{start, end}}")
+
+
+class TrainConfig(Strict):
+    """Optimisation: steps or epochs, batch, accumulation, AdamW with warmup + cosine, clipping, precision."""
+
+    max_steps: int | None = Field(default=None, ge=1)
+    epochs: float | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=8, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    learning_rate: float = Field(default=5e-4, gt=0)
+    min_learning_rate_ratio: float = Field(default=0.1, ge=0, le=1)
+    warmup_steps: int = Field(default=0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
+    precision: Literal["no", "bf16", "fp16"] = "no"
+    log_every: int = Field(default=10, ge=1)
+    eval_every: int | None = Field(default=None, ge=1)
+    save_every: int | None = Field(default=None, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1)
+    max_bad_steps: int = Field(default=5, ge=1)  # consecutive non-finite losses before the run stops
+    fused_vocab_threshold: int = Field(default=32768, ge=1)  # use the fused logit loss at or above this vocab size
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _length(self) -> "TrainConfig":
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ValueError("set exactly one of max_steps, epochs")
+        return self
+
+
+class RunConfig(Strict):
+    """A whole distillation run."""
+
+    output_dir: str
+    seed: int = 0
+    task: Literal["causal_lm", "sequence_classification"] = "causal_lm"
+    teacher: TeacherConfig | list[TeacherConfig]
+    student: StudentConfig
+    tokenizer: str | None = None  # dir, hub id or .gguf file; default: the teacher's (the student's for a cache)
+    data: DataConfig
+    objective: list[TermConfig] = Field(min_length=1)
+    train: TrainConfig
+
+    @property
+    def teachers(self) -> list[TeacherConfig]:
+        return self.teacher if isinstance(self.teacher, list) else [self.teacher]
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict; list items by index (``objective.0.weight``)."""
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override {item!r} is not key=value; write e.g. train.max_steps=3")
+        key, _, text = item.partition("=")
+        value = yaml.safe_load(text) if text else None
+        node: Any = raw
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            node = _child(node, part, ".".join(parts[: i + 1]), create=True)
+        last = parts[-1]
+        if isinstance(node, list):
+            node[_index(node, last, key)] = value
+        else:
+            node[last] = value
+    return raw
+
+
+def _child(node: Any, part: str, path: str, *, create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, path)]
+    if not isinstance(node, dict):
+        raise UserError(f"override path {path!r} goes through a value that is not a mapping")
+    if part not in node or node[part] is None:
+        node[part] = {}
+    return node[part]
+
+
+def _index(node: list, part: str, path: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise UserError(f"override path {path!r}: {part!r} is not an index of a list of {len(node)} items")
+    return int(part)
+
+
+def parse_config(raw: Any, *, source: str = "config") -> RunConfig:
+    """Validate a raw mapping into a :class:`RunConfig`; the first error becomes a one-line UserError."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: expected a mapping of settings at the top level, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as error:
+        raise UserError(f"{source}: {_describe(error)}") from None
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    path = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-", "tagged-"))) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key; check the spelling against the documented config keys"
+    more = f" (and {len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
+    return f"{path}: {message}{more}"
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config, apply ``key=value`` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {str(path)!r} not found; pass an existing YAML file with --config")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: malformed YAML{where}; fix the syntax ({getattr(error, 'problem', error)})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; save the config as UTF-8 YAML") from None
+    raw = apply_overrides(raw if raw is not None else {}, overrides or [])
+    return parse_config(raw, source=str(path))
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML (what was actually run)."""
+    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False)

@@ -1,0 +1,36 @@
+"""Write the trained student as a standard Hugging Face model dir, atomically."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def export_student(bundle, tokenizer, student_dir: Path) -> Path:
+    """Save config + safetensors + tokenizer (loadable by ``AutoModel*.from_pretrained``) and, separately,
+    ``projections.safetensors`` with the learned projection heads when there are any."""
+    student_dir = Path(student_dir)
+    temporary = student_dir.with_name(f".{student_dir.name}.tmp")
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    bundle.student.save_pretrained(temporary, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(temporary)
+    if len(bundle.projections):
+        state = {f"{label}.weight": layer.weight.detach().contiguous().cpu() for label, layer in bundle.projections.items()}
+        save_file(state, str(temporary / "projections.safetensors"))
+    if student_dir.exists():
+        shutil.rmtree(student_dir)
+    os.replace(temporary, student_dir)
+    return student_dir

@@ -1,0 +1,218 @@
+"""The training loop: one readable function, on accelerate (CPU, one GPU, DDP, FSDP, DeepSpeed alike).
+
+Each optimizer step takes one global batch (batch_size x accumulation x processes examples, in a seeded order that
+depends only on the step number, so a resumed run sees exactly the same data). Losses are normalised by the valid
+positions of the whole global batch, so any split of it gives the same gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from lmdistill.config import RunConfig, dump_config
+from lmdistill.data.causal import load_causal_datasets
+from lmdistill.data.collate import batches_for_epoch, collate_causal
+from lmdistill.errors import UserError
+from lmdistill.models import capture as attention_capture
+from lmdistill.train import checkpoint as ckpt
+from lmdistill.train.evaluate import evaluate_student
+from lmdistill.train.export import export_student, write_atomically
+from lmdistill.train.logging import MetricsLog, progress_bar
+from lmdistill.train.objective import Features, Masks, build_terms, compute_terms, needs_of, projection_widths, total_loss
+from lmdistill.train.setup import (
+    StudentBundle, build_student, check_vocabularies, load_teacher, make_optimizer, plan_steps, tokenizer_source, warmup_cosine,
+)
+from lmdistill.models.loading import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    student_dir: Path
+    steps: int
+    final_loss: float
+    skipped_steps: int
+    stopped_early: bool = False
+
+
+def forward_features(model, batch, needs, *, grad: bool) -> Features:
+    """Run a model and keep what the objective needs (attention captured only when a term uses it)."""
+    context = torch.enable_grad() if grad else torch.no_grad()
+    with context, (attention_capture.capture() if needs.attentions else contextlib.nullcontext()) as records:
+        output = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=needs.hidden_states)
+    return Features(logits=output.logits, hidden_states=output.hidden_states if needs.hidden_states else None,
+                    attentions=list(records) if needs.attentions else None)
+
+
+def distill(config: RunConfig, *, resume: bool = False) -> RunResult:
+    """Distil the teacher(s) into the student as ``config`` says; write the student, metrics and checkpoints."""
+    accelerator = Accelerator(mixed_precision=config.train.precision, cpu=not torch.cuda.is_available())
+    set_seed(config.seed)
+    output_dir = Path(config.output_dir)
+    resolved = config.model_dump(mode="json", exclude_none=True)
+    fingerprint = ckpt.fingerprint(resolved)
+    if accelerator.is_main_process:
+        _prepare_output_dir(output_dir, resume)
+        write_atomically(output_dir / "config.yaml", dump_config(config))
+    accelerator.wait_for_everyone()
+
+    tokenizer = load_tokenizer(tokenizer_source(config))
+    teacher = load_teacher(config.teachers[0], task=config.task, seed=config.seed)
+    student = build_student(config.student, teacher, task=config.task, seed=config.seed)
+    check_vocabularies(student, teacher, tokenizer)
+    terms = build_terms(config.objective, student_layers=student.config.num_hidden_layers, teacher_layers=teacher.config.num_hidden_layers)
+    needs = needs_of(terms)
+    if needs.attentions:
+        attention_capture.enable_capture(student)
+        attention_capture.enable_capture(teacher)
+    bundle = StudentBundle(student, projection_widths(terms, student.config.hidden_size, teacher.config.hidden_size))
+
+    train_examples, eval_examples = load_causal_datasets(config.data, tokenizer, config.seed)
+    train = config.train
+    plan = plan_steps(len(train_examples), train.batch_size, train.gradient_accumulation_steps, accelerator.num_processes, train.max_steps, train.epochs)
+    optimizer = make_optimizer(bundle, train.learning_rate, train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(plan.total_steps, train.warmup_steps, train.min_learning_rate_ratio))
+    bundle, optimizer, scheduler = accelerator.prepare(bundle, optimizer, scheduler)
+    teacher.to(accelerator.device)
+
+    start_step, skipped = 0, 0
+    latest = ckpt.latest_checkpoint(output_dir) if resume else None
+    if latest is not None:
+        state = ckpt.load_checkpoint(accelerator, latest, fingerprint)
+        start_step, skipped = state["step"], state.get("skipped_steps", 0)
+        log.info("resumed from %s (step %d)", latest, start_step)
+
+    def save(step: int) -> None:
+        ckpt.save_checkpoint(accelerator, output_dir, step, {"step": step, "fingerprint": fingerprint, "skipped_steps": skipped}, train.keep_checkpoints)
+
+    metrics = MetricsLog(output_dir, enabled=accelerator.is_main_process, resume_step=start_step)
+    stop = _StopSignal()
+    pad_id = tokenizer.pad_token_id
+    rank, world, accumulation = accelerator.process_index, accelerator.num_processes, train.gradient_accumulation_steps
+    orders: dict[int, list[list[int]]] = {}
+    consecutive_bad, loss_value, step = 0, float("nan"), start_step
+    started, tokens_seen = time.perf_counter(), 0
+    with progress_bar(train.progress and accelerator.is_main_process) as bar:
+        task = bar.add_task("distill", total=plan.total_steps, completed=start_step, loss=float("nan"), tokens_per_second=0.0)
+        while step < plan.total_steps:
+            epoch, index = divmod(step, plan.steps_per_epoch)
+            if epoch not in orders:
+                orders = {epoch: batches_for_epoch(len(train_examples), plan.global_batch, config.seed, epoch)}
+            global_indices = orders[epoch][index]
+            # Micro-batch i of this process: its slice of the i-th accumulation chunk of the global batch.
+            chunk = train.batch_size * world
+            micro = [
+                collate_causal([train_examples[j] for j in global_indices[i * chunk + rank * train.batch_size:i * chunk + (rank + 1) * train.batch_size]], pad_id)
+                for i in range(accumulation)
+            ]
+            micro = [{k: v.to(accelerator.device) for k, v in batch.items()} for batch in micro]
+            loss_count = accelerator.reduce(sum((b["labels"][:, 1:] != -100).sum() for b in micro).float(), reduction="sum")
+            token_count = accelerator.reduce(sum(b["attention_mask"].sum() for b in micro).float(), reduction="sum")
+            progress = step / plan.total_steps
+            step_values: dict[str, float] = {}
+            step_loss = torch.zeros((), device=accelerator.device)
+            for i, batch in enumerate(micro):
+                sync = contextlib.nullcontext() if i == accumulation - 1 else accelerator.no_sync(bundle)
+                with sync, accelerator.autocast():
+                    teacher_features = forward_features(teacher, batch, needs, grad=False) if needs.teacher else Features()
+                    student_features = forward_features(bundle, batch, needs, grad=True)
+                    masks = Masks(loss=batch["labels"][:, 1:] != -100, tokens=batch["attention_mask"].bool(), loss_count=loss_count, token_count=token_count)
+                    values = compute_terms(terms, student_features, teacher_features, batch["labels"], masks,
+                                           accelerator.unwrap_model(bundle).projections, progress)
+                    loss = total_loss(terms, values, progress)
+                    # DDP averages gradients over processes; the global normalisation already divides by everything.
+                    accelerator.backward(loss * world)
+                step_loss = step_loss + loss.detach()
+                for label, value in values.items():
+                    step_values[label] = step_values.get(label, 0.0) + float(value.detach())
+            step_loss = accelerator.reduce(step_loss, reduction="sum")
+            tokens_seen += int(token_count)
+            if not torch.isfinite(step_loss):
+                skipped += 1
+                consecutive_bad += 1
+                optimizer.zero_grad(set_to_none=True)
+                log.warning("step %d: non-finite loss, step skipped (%d in a row)", step, consecutive_bad)
+                if consecutive_bad >= train.max_bad_steps:
+                    save(step)
+                    raise UserError(
+                        f"the loss was not finite for {consecutive_bad} consecutive steps (step {step}); the last good weights "
+                        f"are in {ckpt.latest_checkpoint(output_dir)}; lower train.learning_rate or use precision: no"
+                    )
+            else:
+                consecutive_bad = 0
+                if train.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(bundle.parameters(), train.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            loss_value = float(step_loss)
+            elapsed = time.perf_counter() - started
+            bar.update(task, completed=step, loss=loss_value, tokens_per_second=tokens_seen / max(elapsed, 1e-9))
+            if step % train.log_every == 0 or step == plan.total_steps:
+                record = {"step": step, "split": "train", "loss": loss_value, "lr": scheduler.get_last_lr()[0],
+                          "tokens_per_second": tokens_seen / max(elapsed, 1e-9), "elapsed_s": elapsed}
+                record.update({f"loss/{label}": value for label, value in step_values.items()})
+                metrics.write(record)
+            if eval_examples and train.eval_every and (step % train.eval_every == 0 or step == plan.total_steps):
+                scores = evaluate_student(accelerator.unwrap_model(bundle).student, teacher if needs.teacher else None,
+                                          eval_examples, pad_id, train.batch_size, accelerator.device)
+                metrics.write({"step": step, "split": "eval", **scores})
+            if (train.save_every and step % train.save_every == 0) or stop.requested:
+                save(step)
+            if stop.requested:
+                log.warning("stopped by signal at step %d; resume with --resume", step)
+                break
+    stop.restore()
+    metrics.close()
+    if step == plan.total_steps:
+        save(step)
+    student_dir = output_dir / "student"
+    if accelerator.is_main_process:
+        export_student(accelerator.unwrap_model(bundle), tokenizer, student_dir)
+    accelerator.wait_for_everyone()
+    return RunResult(output_dir, student_dir, step, loss_value, skipped, stopped_early=step < plan.total_steps)
+
+
+def _prepare_output_dir(output_dir: Path, resume: bool) -> None:
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"output_dir {str(output_dir)!r} cannot be written ({error.strerror}); choose a writable directory") from None
+    if not resume and ckpt.latest_checkpoint(output_dir) is not None:
+        raise UserError(f"{output_dir} already holds checkpoints of a run; pass --resume to continue it or choose a new output_dir")
+
+
+class _StopSignal:
+    """SIGINT/SIGTERM request a checkpoint and a clean exit at the end of the current step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread (e.g. inside some test runners): keep default handling
+                pass
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,184 @@
+"""The objective: a weighted sum of named loss terms, dispatched by the kind of tensors each loss takes.
+
+The trainer never knows a loss by its name: each :class:`Term` says which inputs it needs (logits, labels, hidden
+states, attention) and is fed from :class:`Features` of the student and the teacher. Masks and normalisation go
+through :func:`lmdistill.losses.reduce` with global valid-position counts, so accumulation and data parallelism give
+the same loss as one big batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lmdistill.config import ScheduledFloat, TermConfig, value_at
+from lmdistill.errors import UserError
+from lmdistill.losses import reduce, spec
+from lmdistill.losses.attention import AttentionCapture
+from lmdistill.losses.layer_map import last_layer_map, uniform_layer_map
+
+
+@dataclass
+class Term:
+    """One resolved term: the loss, its weight schedule, its parameters, and (features) its layer pairs."""
+
+    label: str  # unique display name, e.g. "forward_kl" or "hidden_mse#2"
+    name: str
+    kind: str
+    weight: ScheduledFloat
+    params: dict[str, Any]
+    layer_pairs: list[tuple[int, int]] = field(default_factory=list)  # (student, teacher) 0-based block indices
+
+    def weight_at(self, progress: float) -> float:
+        return value_at(self.weight, progress)
+
+    def params_at(self, progress: float) -> dict[str, Any]:
+        return {k: value_at(v, progress) if k == "temperature" else v for k, v in self.params.items()}
+
+
+@dataclass
+class Features:
+    """What one model produced for a batch. Any field may be None when no term needs it.
+
+    logits: (B, S, V). hidden_states: tuple of L+1 tensors (B, S, H), index 0 = embeddings, k = output of block k.
+    attentions: one :class:`AttentionCapture` per block, in order.
+    """
+
+    logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: list[AttentionCapture] | None = None
+
+
+@dataclass(frozen=True)
+class Needs:
+    """Which features the objective needs from the models."""
+
+    logits: bool
+    hidden_states: bool
+    attentions: bool
+    teacher: bool  # False when only hard-label terms remain (no teacher forward at all)
+
+
+def build_terms(configs: list[TermConfig], *, student_layers: int, teacher_layers: int) -> list[Term]:
+    """Resolve term configs against the models' depths (layer maps checked against both)."""
+    terms: list[Term] = []
+    seen: dict[str, int] = {}
+    for config in configs:
+        loss = spec(config.name)
+        seen[config.name] = seen.get(config.name, 0) + 1
+        label = config.name if seen[config.name] == 1 else f"{config.name}#{seen[config.name]}"
+        pairs: list[tuple[int, int]] = []
+        if loss.kind in ("hidden", "attention"):
+            pairs = _layer_pairs(config, student_layers, teacher_layers)
+        terms.append(Term(label=label, name=config.name, kind=loss.kind, weight=config.weight, params=config.params, layer_pairs=pairs))
+    return terms
+
+
+def _layer_pairs(config: TermConfig, student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
+    if config.layers == "uniform":
+        return uniform_layer_map(student_layers, teacher_layers)
+    if config.layers == "last":
+        return last_layer_map(student_layers, teacher_layers)
+    pairs = [(int(s), int(t)) for s, t in config.layers]
+    # Hidden-state terms may name -1 for the embedding output; attention terms may not.
+    low = -1 if spec(config.name).kind == "hidden" else 0
+    for s, t in pairs:
+        if not (low <= s < student_layers and low <= t < teacher_layers):
+            raise UserError(
+                f"{config.name}: layer pair [{s}, {t}] out of range; the student has layers {low}..{student_layers - 1} "
+                f"and the teacher {low}..{teacher_layers - 1}"
+            )
+    return pairs
+
+
+def needs_of(terms: list[Term]) -> Needs:
+    kinds = {term.kind for term in terms}
+    return Needs(
+        logits=bool(kinds & {"logits", "labels"}),
+        hidden_states="hidden" in kinds,
+        attentions="attention" in kinds,
+        teacher=bool(kinds - {"labels"}),
+    )
+
+
+@dataclass
+class Masks:
+    """Valid positions and their global counts (over all accumulation steps and processes).
+
+    loss: (B, S-1) positions whose next token is in the loss; tokens: (B, S) real (non-padding) tokens.
+    """
+
+    loss: torch.Tensor
+    tokens: torch.Tensor
+    loss_count: torch.Tensor | float
+    token_count: torch.Tensor | float
+
+
+def compute_terms(
+    terms: list[Term],
+    student: Features,
+    teacher: Features,
+    labels: torch.Tensor,
+    masks: Masks,
+    projections: torch.nn.ModuleDict | None,
+    progress: float,
+) -> dict[str, torch.Tensor]:
+    """Each term's reduced value (unweighted), keyed by label. Causal shift: position t predicts token t+1."""
+    values: dict[str, torch.Tensor] = {}
+    for term in terms:
+        params = term.params_at(progress)
+        fn = spec(term.name).fn
+        if term.kind == "labels":
+            per_position = fn(student.logits[:, :-1], labels[:, 1:], **params)
+            values[term.label] = reduce(per_position, masks.loss, num_valid=masks.loss_count)
+        elif term.kind == "logits":
+            student_logits, teacher_logits = shared_vocab(student.logits[:, :-1], teacher.logits[:, :-1])
+            per_position = fn(student_logits, teacher_logits, **params)
+            values[term.label] = reduce(per_position, masks.loss, num_valid=masks.loss_count)
+        elif term.kind == "hidden":
+            values[term.label] = _hidden_term(term, fn, params, student, teacher, masks, projections)
+        elif term.kind == "attention":
+            values[term.label] = _attention_term(term, fn, params, student, teacher, masks)
+        else:  # pragma: no cover - the registry only knows these kinds
+            raise AssertionError(term.kind)
+    return values
+
+
+def shared_vocab(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut both to the shared vocabulary (sizes that differ only by padding rows, e.g. 151,936 vs 152,064)."""
+    size = min(student_logits.shape[-1], teacher_logits.shape[-1])
+    return student_logits[..., :size], teacher_logits[..., :size]
+
+
+def _hidden_term(term, fn, params, student: Features, teacher: Features, masks: Masks, projections) -> torch.Tensor:
+    per_pair = []
+    for s, t in term.layer_pairs:
+        student_hidden = student.hidden_states[s + 1]
+        teacher_hidden = teacher.hidden_states[t + 1]
+        if projections is not None and term.label in projections:
+            student_hidden = projections[term.label](student_hidden)
+        per_pair.append(reduce(fn(student_hidden, teacher_hidden, **params), masks.tokens, num_valid=masks.token_count))
+    return torch.stack(per_pair).mean()  # (1/N)·Σ over layer pairs
+
+
+def _attention_term(term, fn, params, student: Features, teacher: Features, masks: Masks) -> torch.Tensor:
+    key_mask = masks.tokens.to(torch.bool)
+    per_pair = [
+        reduce(fn(student.attentions[s], teacher.attentions[t], key_mask=key_mask, **params), masks.tokens, num_valid=masks.token_count)
+        for s, t in term.layer_pairs
+    ]
+    return torch.stack(per_pair).mean()
+
+
+def total_loss(terms: list[Term], values: dict[str, torch.Tensor], progress: float) -> torch.Tensor:
+    """Σ weight(progress) · value over the terms."""
+    return sum(term.weight_at(progress) * values[term.label] for term in terms)
+
+
+def projection_widths(terms: list[Term], student_width: int, teacher_width: int) -> dict[str, tuple[int, int]]:
+    """Hidden terms that need a learned projection (student width != teacher width): label -> (in, out)."""
+    if student_width == teacher_width:
+        return {}
+    return {term.label: (student_width, teacher_width) for term in terms if term.kind == "hidden"}

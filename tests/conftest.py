@@ -1,0 +1,57 @@
+"""Shared fixtures: the real shared data folder, a real tokenizer saved once per session, tiny model configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def require_shared_data(*parts: str) -> Path:
+    """The path under ../shared/data, or skip the test saying what is missing."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs the shared data set {path} (../shared/data beside the repo); not present here")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return require_shared_data()
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer_dir(tmp_path_factory) -> Path:
+    """The real GPT-2 tokenizer (from ../shared/data/tokenizers), saved once as a plain Hugging Face dir."""
+    from transformers import AutoTokenizer
+
+    folder = require_shared_data("tokenizers")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file="ggml-vocab-gpt-2.gguf")
+    out = tmp_path_factory.mktemp("gpt2-tokenizer")
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer(gpt2_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gpt2_tokenizer_dir))
+
+
+def tiny_llama_config(vocab_size: int = 50257, *, layers: int = 4, hidden: int = 32, heads: int = 4, kv_heads: int = 2):
+    """A tiny random Llama config for tests (seconds on CPU)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )
