@@ -184,6 +184,24 @@ class TrainConfig(Strict):
         return self
 
 
+class SamplingConfig(Strict):
+    """Sampling for generation (teacher pseudo data, student rollouts). ``temperature`` here is the *sampling*
+    temperature; the distillation temperature of a loss term is a different setting on that term."""
+
+    temperature: float = Field(default=1.0, ge=0)  # 0 = greedy
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int = Field(default=0, ge=0)  # 0 = off
+    max_new_tokens: int = Field(default=64, ge=1)
+
+
+class OnPolicyConfig(Strict):
+    """GKD-style mixing: with probability ``lmbda`` a batch's completions are replaced by the student's own samples
+    (prompt tokens never enter the loss), then scored by the teacher with the objective's divergences."""
+
+    lmbda: float = Field(default=0.5, ge=0, le=1)
+    sampling: SamplingConfig = SamplingConfig()
+
+
 class RunConfig(Strict):
     """A whole distillation run."""
 
@@ -196,6 +214,7 @@ class RunConfig(Strict):
     data: DataConfig
     objective: list[TermConfig] = Field(min_length=1)
     train: TrainConfig
+    on_policy: OnPolicyConfig | None = None
 
     @property
     def teachers(self) -> list[TeacherConfig]:
