@@ -180,3 +180,21 @@ def test_evaluate_generation_scores_greedy_outputs(byte_tokenizer):
     assert 0.0 <= results["bleu"] <= 100.0 and 0.0 <= results["chrf"] <= 100.0
     with pytest.raises(UserError, match="3 prompts but 2 references"):
         evaluate_generation(model, byte_tokenizer, PROMPTS, references[:2], max_new_tokens=2)
+
+
+def test_bits_per_byte_with_real_gpt2_tokenizer(gpt2_tokenizer):
+    from conftest import tiny_llama_config
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config(vocab_size=len(gpt2_tokenizer), layers=1)).eval()
+    texts = ["First Citizen:\nBefore we proceed any further , hear me speak .", "All:\nSpeak, speak. ñandú €5"]
+    nll_sum, scored_bytes = 0.0, 0
+    for text in texts:
+        ids, logits = unpadded_logits(model, gpt2_tokenizer, text)
+        assert gpt2_tokenizer.decode(ids, clean_up_tokenization_spaces=False) == text  # no special tokens added
+        nll_sum += F.cross_entropy(logits[:-1], ids[1:], reduction="sum").item()
+        # GPT-2 adds no BOS, so the first token is context only and its bytes are not scored
+        first_token_bytes = len(gpt2_tokenizer.decode(ids[:1], clean_up_tokenization_spaces=False).encode("utf-8"))
+        scored_bytes += len(text.encode("utf-8")) - first_token_bytes
+    results = evaluate_causal_lm(model, gpt2_tokenizer, texts)
+    assert results["bits_per_byte"] == pytest.approx(nll_sum / (math.log(2) * scored_bytes), rel=1e-5)

@@ -42,6 +42,13 @@ def _pad(sequences: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tens
     return input_ids, attention_mask
 
 
+def _scored_bytes(tokenizer, token_ids: list[int]) -> int:
+    """UTF-8 bytes of the tokens that get scored (all but the first), special tokens excluded."""
+    # no clean-up: GPT-2-style clean-up turns " ." into "." and would undercount the bytes actually predicted
+    text = tokenizer.decode(token_ids[1:], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return len(text.encode("utf-8"))
+
+
 def _forward_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     device = _device(model)
     return model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
@@ -86,7 +93,7 @@ def evaluate_causal_lm(
                 nll_sum, count = token_nll_sum(student_logits, labels)
                 nll_total += nll_sum
                 token_total += count
-                byte_total += sum(len(tokenizer.decode(seq[1:], skip_special_tokens=True).encode("utf-8")) for seq in batch)
+                byte_total += sum(_scored_bytes(tokenizer, seq) for seq in batch)
                 if teacher is not None:
                     teacher_logits = _forward_logits(teacher, input_ids, attention_mask)[:, :-1].to(student_logits.device)
                     shared_vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])
