@@ -172,3 +172,42 @@ def test_padded_positions_do_not_reach_real_queries():
                       num_relation_heads=2)
     real_queries = KEY_MASK  # the caller's query mask; padded queries are its to drop
     torch.testing.assert_close(got[real_queries], clean[real_queries], rtol=0, atol=1e-10)
+
+
+def test_causal_scores_with_left_padding_stay_finite_and_exact():
+    student, teacher = _capture(2, 4, 0), _capture(2, 4, 1)
+    causal = torch.ones(SEQ, SEQ, dtype=torch.bool).tril()
+    key_mask = torch.tensor([[False, False, True, True, True], [True] * 5])  # row 0: queries 0, 1 see no real key
+    student_scores = student.scores.masked_fill(~causal, -math.inf).requires_grad_(True)
+    teacher_scores = teacher.scores.masked_fill(~causal, -math.inf)
+    for fn in (attention_kl, minilm):
+        value = fn(student._replace(scores=student_scores), teacher._replace(scores=teacher_scores), key_mask=key_mask)
+        (grad,) = torch.autograd.grad(value.sum(), student_scores)
+        assert torch.isfinite(value).all() and torch.isfinite(grad).all()
+    value = attention_kl(student._replace(scores=student_scores), teacher._replace(scores=teacher_scores),
+                         key_mask=key_mask)
+    for b in range(BATCH):
+        for query in range(SEQ):
+            keys = [k for k in range(query + 1) if key_mask[b, k]]
+            if keys:
+                expected = _sliced_kl(student.scores[b, :, query, keys], teacher.scores[b, :, query, keys]).mean()
+                assert abs(value[b, query].item() - expected.item()) < 1e-10
+            else:
+                assert value[b, query].item() == 0.0
+
+
+def test_rows_masked_inside_the_scores_without_key_mask_give_zero():
+    # capture.py writes padding into the scores as -inf; a left-padded query then sees only -inf.
+    student, teacher = _capture(2, 4, 0), _capture(2, 4, 1)
+    blocked = torch.zeros(BATCH, 1, SEQ, SEQ, dtype=torch.bool)
+    blocked[0, :, :, :2] = True
+    student_scores = student.scores.masked_fill(blocked, -math.inf)
+    student_scores[0, :, 0, :] = -math.inf
+    student_scores.requires_grad_(True)
+    teacher_scores = teacher.scores.masked_fill(blocked, -math.inf)
+    teacher_scores[0, :, 0, :] = -math.inf
+    value = attention_kl(student._replace(scores=student_scores), teacher._replace(scores=teacher_scores))
+    (grad,) = torch.autograd.grad(value.sum(), student_scores)
+    assert value[0, 0].item() == 0.0 and torch.isfinite(value).all() and torch.isfinite(grad).all()
+    expected = attention_kl(student, teacher, key_mask=torch.tensor([[False, False, True, True, True], [True] * 5]))
+    torch.testing.assert_close(value[:, 1:], expected[:, 1:], rtol=0, atol=1e-10)

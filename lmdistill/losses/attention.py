@@ -2,8 +2,8 @@
 
 Inputs are :class:`AttentionCapture` tuples of one layer; outputs are (B, Q) per-query values that the caller reduces
 with its query mask. Key masking is done here: ``key_mask`` (B, K) bool, True = real token. Padded keys are set to
-the most negative finite value before the one softmax, so they get probability exactly 0 and a query whose keys are
-all padding gives 0 instead of NaN. Math runs in float32 (float64 for float64 inputs).
+the most negative finite value before the one softmax (as is -inf already in the scores), so they get probability
+exactly 0 and a query whose keys are all masked gives 0 instead of NaN. Math runs in float32 (float64 for float64 inputs).
 """
 
 from __future__ import annotations
@@ -74,9 +74,12 @@ def _scores(capture: AttentionCapture, loss: str, side: str) -> torch.Tensor:
 
 def _masked_log_softmax(scores: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
     """log softmax over keys with padded keys excluded: (B, h, Q, K), key_mask (B, K) -> (B, h, Q, K)."""
+    floor = torch.finfo(scores.dtype).min
+    # -inf from a causal mask inside captured scores is raised to the same floor, so a query that sees no real key
+    # (left padding) gets a uniform row and 0 loss rather than NaN values and NaN gradients.
+    scores = scores.clamp(min=floor)
     if key_mask is not None:
-        keep = key_mask.to(torch.bool)[:, None, None, :]
-        scores = torch.where(keep, scores, torch.full_like(scores, torch.finfo(scores.dtype).min))
+        scores = torch.where(key_mask.to(torch.bool)[:, None, None, :], scores, torch.full_like(scores, floor))
     return torch.log_softmax(scores, dim=-1)
 
 
