@@ -55,3 +55,25 @@ def tiny_llama_config(vocab_size: int = 50257, *, layers: int = 4, hidden: int =
         max_position_embeddings=512,
         tie_word_embeddings=False,
     )
+
+
+def tiny_run_config(output_dir, tokenizer_dir, **sections) -> dict:
+    """A complete raw run config for a tiny random Llama teacher -> 2-layer pruned student on real TinyStories text.
+
+    ``sections`` replace top-level keys (e.g. ``train={...}``, ``objective=[...]``).
+    """
+    stories = require_shared_data("tinystories", "tinystories_val_head.txt")
+    config = {
+        "output_dir": str(output_dir),
+        "seed": 0,
+        "tokenizer": str(tokenizer_dir),
+        "teacher": {"config": {"model_type": "llama", "vocab_size": 50257, "hidden_size": 32, "intermediate_size": 64,
+                               "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+                               "max_position_embeddings": 256, "tie_word_embeddings": False}},
+        "student": {"from_teacher": {"layers": [0, 3]}},
+        "data": {"train": str(stories), "format": "text", "max_length": 32, "max_examples": 60},
+        "objective": [{"name": "forward_kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}],
+        "train": {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-3, "log_every": 1, "progress": False},
+    }
+    config.update(sections)
+    return config

@@ -56,8 +56,12 @@ def forward_features(model, batch, needs, *, grad: bool) -> Features:
                     attentions=list(records) if needs.attentions else None)
 
 
-def distill(config: RunConfig, *, resume: bool = False) -> RunResult:
-    """Distil the teacher(s) into the student as ``config`` says; write the student, metrics and checkpoints."""
+def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None = None) -> RunResult:
+    """Distil the teacher(s) into the student as ``config`` says; write the student, metrics and checkpoints.
+
+    ``stop_after``: end cleanly after that optimizer step with a checkpoint, exactly as an interrupted run would
+    (for time-sliced jobs); ``resume=True`` continues from the newest checkpoint in ``output_dir``.
+    """
     accelerator = Accelerator(mixed_precision=config.train.precision, cpu=not torch.cuda.is_available())
     set_seed(config.seed)
     output_dir = Path(config.output_dir)
@@ -170,10 +174,12 @@ def distill(config: RunConfig, *, resume: bool = False) -> RunResult:
                 scores = evaluate_student(accelerator.unwrap_model(bundle).student, teacher if needs.teacher else None,
                                           eval_examples, pad_id, train.batch_size, accelerator.device)
                 metrics.write({"step": step, "split": "eval", **scores})
+            if stop_after is not None and step >= stop_after:
+                stop.requested = True
             if (train.save_every and step % train.save_every == 0) or stop.requested:
                 save(step)
             if stop.requested:
-                log.warning("stopped by signal at step %d; resume with --resume", step)
+                log.warning("stopped at step %d; resume with --resume", step)
                 break
     stop.restore()
     metrics.close()
