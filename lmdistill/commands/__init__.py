@@ -4,6 +4,7 @@ import importlib
 
 # One line per feature area; each module calls lmdistill.cli.command(...) at import.
 _MODULES = [
+    "generate",
 ]
 
 for _name in _MODULES:

@@ -1,0 +1,77 @@
+"""On-policy distillation (GKD, Agarwal et al. 2024): replace a batch's completions by the student's own samples.
+
+With probability λ (``on_policy.lmbda``) a micro-batch's completions are resampled by the student from the batch's
+prompts; the teacher then scores those sequences with the objective's divergences. Prompt tokens never enter the loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from lmdistill.config import SamplingConfig
+from lmdistill.data.sampling import sample_continuations
+
+IGNORE_INDEX = -100
+
+
+def should_use_student_samples(seed: int, step: int, micro_index: int, lmbda: float) -> bool:
+    """Whether micro-batch ``micro_index`` of optimizer step ``step`` uses student samples: u < λ.
+
+    u ∈ [0, 1) is the top 53 bits of sha256("seed:step:micro_index"), so the decision is a pure function of its
+    arguments (a resumed run replays the same choices) and P(True) = λ over many steps.
+    """
+    digest = hashlib.sha256(f"{int(seed)}:{int(step)}:{int(micro_index)}".encode()).digest()
+    u = (int.from_bytes(digest[:8], "little") >> 11) / 2.0**53
+    return u < lmbda
+
+
+def prompt_lengths(labels: torch.Tensor, attention_mask: torch.Tensor) -> list[int]:
+    """Per row: the position of the first label ≠ -100, at least 1; a row with no label keeps all its real tokens.
+
+    labels, attention_mask: (B, S), right-padded, labels unshifted (HF convention).
+    """
+    lengths = []
+    for row_labels, row_mask in zip(labels.tolist(), attention_mask.tolist()):
+        first = next((i for i, label in enumerate(row_labels) if label != IGNORE_INDEX), None)
+        lengths.append(max(1, first) if first is not None else max(1, int(sum(row_mask))))
+    return lengths
+
+
+def student_rollout(
+    student: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    *,
+    pad_token_id: int,
+    eos_token_id: int | list[int] | None,
+    sampling: SamplingConfig,
+    generator: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """A new right-padded causal batch: each row's prompt followed by up to ``sampling.max_new_tokens`` student samples.
+
+    batch: input_ids, attention_mask, labels (B, S), right-padded, -100 on prompt and padding. The prompt of a row
+    is its tokens before the first label ≠ -100 (the first token when the loss starts at 0). Returns input_ids,
+    attention_mask, labels (B, S'), S' = max(prompt + generated); labels = the generated ids (up to and including
+    a generated EOS, nothing after it), -100 on prompt and padding. Each row draws from its own generator seeded by
+    ``generator`` (which advances by B draws); the student runs in eval mode under no_grad and its mode is restored.
+    """
+    input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    lengths = prompt_lengths(labels, attention_mask)
+    prompts = [row[:length] for row, length in zip(input_ids.tolist(), lengths)]
+    seeds = torch.randint(0, 2**62, (len(prompts),), generator=generator, device=generator.device).tolist()
+    generated = sample_continuations(student, prompts, seeds, sampling, pad_token_id=pad_token_id, eos_token_id=eos_token_id)
+    width = max(len(p) + len(g) for p, g in zip(prompts, generated))
+    out_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    out_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    out_labels = torch.full((len(prompts), width), IGNORE_INDEX, dtype=torch.long)
+    for row, (prompt, continuation) in enumerate(zip(prompts, generated)):
+        end = len(prompt) + len(continuation)
+        out_ids[row, :end] = torch.tensor(prompt + continuation, dtype=torch.long)
+        out_mask[row, :end] = 1
+        out_labels[row, len(prompt):end] = torch.tensor(continuation, dtype=torch.long)
+    device = input_ids.device
+    return {"input_ids": out_ids.to(device), "attention_mask": out_mask.to(device), "labels": out_labels.to(device)}
+
+
+__all__ = ["prompt_lengths", "should_use_student_samples", "student_rollout"]
