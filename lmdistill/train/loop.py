@@ -88,7 +88,9 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
     plan = plan_steps(len(train_examples), train.batch_size, train.gradient_accumulation_steps, accelerator.num_processes, train.max_steps, train.epochs)
     optimizer = make_optimizer(bundle, train.learning_rate, train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(plan.total_steps, train.warmup_steps, train.min_learning_rate_ratio))
-    bundle, optimizer, scheduler = accelerator.prepare(bundle, optimizer, scheduler)
+    # The scheduler stays outside prepare(): accelerate would step it once per process; we step it once per step.
+    bundle, optimizer = accelerator.prepare(bundle, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
     teacher.to(accelerator.device)
 
     start_step, skipped = 0, 0
@@ -125,7 +127,7 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
             loss_count = accelerator.reduce(sum((b["labels"][:, 1:] != -100).sum() for b in micro).float(), reduction="sum")
             token_count = accelerator.reduce(sum(b["attention_mask"].sum() for b in micro).float(), reduction="sum")
             progress = step / plan.total_steps
-            step_values: dict[str, float] = {}
+            step_values: dict[str, torch.Tensor] = {}
             step_loss = torch.zeros((), device=accelerator.device)
             for i, batch in enumerate(micro):
                 sync = contextlib.nullcontext() if i == accumulation - 1 else accelerator.no_sync(bundle)
@@ -140,8 +142,10 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
                     accelerator.backward(loss * world)
                 step_loss = step_loss + loss.detach()
                 for label, value in values.items():
-                    step_values[label] = step_values.get(label, 0.0) + float(value.detach())
+                    step_values[label] = step_values.get(label, 0.0) + value.detach()
+            # Each process holds its share of the globally normalised loss: the sum over processes is the loss.
             step_loss = accelerator.reduce(step_loss, reduction="sum")
+            step_values = {label: float(accelerator.reduce(value, reduction="sum")) for label, value in step_values.items()}
             tokens_seen += int(token_count)
             if not torch.isfinite(step_loss):
                 skipped += 1
