@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from lmdistill.config import SamplingConfig, Strict, TeacherConfig, _describe, apply_overrides
 from lmdistill.errors import UserError
@@ -97,12 +97,12 @@ class GenerateConfig(Strict):
     """A teacher pseudo-data generation job (sequence-level KD data)."""
 
     teacher: TeacherConfig
-    tokenizer: str | None = None  # default: the teacher's path
+    tokenizer: str | None = Field(default=None, validate_default=True)  # default: the teacher's path
     prompts: PromptsConfig
     sampling: GenerationSampling = GenerationSampling()
     output: str  # a .jsonl file; rows are appended, a rerun resumes
     filters: FiltersConfig = FiltersConfig()
-    backend: Literal["transformers", "vllm"] = "transformers"
+    backend: Literal["transformers", "vllm"] = Field(default="transformers", validate_default=True)
 
     @field_validator("output")
     @classmethod
@@ -111,15 +111,28 @@ class GenerateConfig(Strict):
             raise ValueError("must be a .jsonl file path")
         return output
 
-    @model_validator(mode="after")
-    def _sources(self) -> "GenerateConfig":
-        if self.teacher.cache is not None:
+    @field_validator("teacher")
+    @classmethod
+    def _samplable(cls, teacher: TeacherConfig) -> TeacherConfig:
+        if teacher.cache is not None:
             raise ValueError("teacher.cache holds no model to sample from; give teacher.path or teacher.config")
-        if self.tokenizer is None and self.teacher.path is None:
+        return teacher
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _tokenizer_source(cls, tokenizer: str | None, info: ValidationInfo) -> str | None:
+        teacher = info.data.get("teacher")
+        if tokenizer is None and teacher is not None and teacher.path is None:
             raise ValueError("a teacher built from `config` has no tokenizer; set tokenizer:")
-        if self.backend == "vllm" and self.teacher.path is None:
+        return tokenizer
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_source(cls, backend: str, info: ValidationInfo) -> str:
+        teacher = info.data.get("teacher")
+        if backend == "vllm" and teacher is not None and teacher.path is None:
             raise ValueError("backend vllm needs teacher.path (a model dir, hub id or .gguf file)")
-        return self
+        return backend
 
 
 def parse_generate_config(raw: Any, *, source: str = "config") -> GenerateConfig:
