@@ -20,12 +20,10 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from lmdistill.config import RunConfig, dump_config
-from lmdistill.data.causal import load_causal_datasets
-from lmdistill.data.collate import batches_for_epoch, collate_causal
+from lmdistill.data.collate import batches_for_epoch
 from lmdistill.errors import UserError
 from lmdistill.models import capture as attention_capture
 from lmdistill.train import checkpoint as ckpt
-from lmdistill.train.evaluate import evaluate_student
 from lmdistill.train.export import export_student, write_atomically
 from lmdistill.train.logging import MetricsLog, progress_bar
 from lmdistill.train.objective import Features, Masks, build_terms, compute_terms, needs_of, projection_widths, total_loss
@@ -33,6 +31,7 @@ from lmdistill.train.setup import (
     StudentBundle, build_student, check_vocabularies, load_teacher, make_optimizer, plan_steps, tokenizer_source, warmup_cosine,
 )
 from lmdistill.models.loading import load_tokenizer
+from lmdistill.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +46,13 @@ class RunResult:
     stopped_early: bool = False
 
 
-def forward_features(model, batch, needs, *, grad: bool) -> Features:
-    """Run a model and keep what the objective needs (attention captured only when a term uses it)."""
+def forward_features(model, batch, needs, task, *, grad: bool) -> Features:
+    """Run a model and keep what the objective needs (attention captured only when a term uses it); logits are
+    aligned with the task's targets."""
     context = torch.enable_grad() if grad else torch.no_grad()
     with context, (attention_capture.capture() if needs.attentions else contextlib.nullcontext()) as records:
         output = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=needs.hidden_states)
-    return Features(logits=output.logits, hidden_states=output.hidden_states if needs.hidden_states else None,
+    return Features(logits=task.align_logits(output.logits), hidden_states=output.hidden_states if needs.hidden_states else None,
                     attentions=list(records) if needs.attentions else None)
 
 
@@ -83,7 +83,8 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
         attention_capture.enable_capture(teacher)
     bundle = StudentBundle(student, projection_widths(terms, student.config.hidden_size, teacher.config.hidden_size))
 
-    train_examples, eval_examples = load_causal_datasets(config.data, tokenizer, config.seed)
+    task = get_task(config.task)
+    train_examples, eval_examples = task.load_datasets(config.data, tokenizer, config.seed)
     train = config.train
     plan = plan_steps(len(train_examples), train.batch_size, train.gradient_accumulation_steps, accelerator.num_processes, train.max_steps, train.epochs)
     optimizer = make_optimizer(bundle, train.learning_rate, train.weight_decay)
@@ -111,7 +112,7 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
     consecutive_bad, loss_value, step = 0, float("nan"), start_step
     started, tokens_seen = time.perf_counter(), 0
     with progress_bar(train.progress and accelerator.is_main_process) as bar:
-        task = bar.add_task("distill", total=plan.total_steps, completed=start_step, loss=float("nan"), tokens_per_second=0.0)
+        bar_task = bar.add_task("distill", total=plan.total_steps, completed=start_step, loss=float("nan"), tokens_per_second=0.0)
         while step < plan.total_steps:
             epoch, index = divmod(step, plan.steps_per_epoch)
             if epoch not in orders:
@@ -120,11 +121,11 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
             # Micro-batch i of this process: its slice of the i-th accumulation chunk of the global batch.
             chunk = train.batch_size * world
             micro = [
-                collate_causal([train_examples[j] for j in global_indices[i * chunk + rank * train.batch_size:i * chunk + (rank + 1) * train.batch_size]], pad_id)
+                task.collate([train_examples[j] for j in global_indices[i * chunk + rank * train.batch_size:i * chunk + (rank + 1) * train.batch_size]], pad_id)
                 for i in range(accumulation)
             ]
             micro = [{k: v.to(accelerator.device) for k, v in batch.items()} for batch in micro]
-            loss_count = accelerator.reduce(sum((b["labels"][:, 1:] != -100).sum() for b in micro).float(), reduction="sum")
+            loss_count = accelerator.reduce(sum(task.targets(b)[1].sum() for b in micro).float(), reduction="sum")
             token_count = accelerator.reduce(sum(b["attention_mask"].sum() for b in micro).float(), reduction="sum")
             progress = step / plan.total_steps
             step_values: dict[str, torch.Tensor] = {}
@@ -132,10 +133,11 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
             for i, batch in enumerate(micro):
                 sync = contextlib.nullcontext() if i == accumulation - 1 else accelerator.no_sync(bundle)
                 with sync, accelerator.autocast():
-                    teacher_features = forward_features(teacher, batch, needs, grad=False) if needs.teacher else Features()
-                    student_features = forward_features(bundle, batch, needs, grad=True)
-                    masks = Masks(loss=batch["labels"][:, 1:] != -100, tokens=batch["attention_mask"].bool(), loss_count=loss_count, token_count=token_count)
-                    values = compute_terms(terms, student_features, teacher_features, batch["labels"], masks,
+                    teacher_features = forward_features(teacher, batch, needs, task, grad=False) if needs.teacher else Features()
+                    student_features = forward_features(bundle, batch, needs, task, grad=True)
+                    targets, loss_mask = task.targets(batch)
+                    masks = Masks(loss=loss_mask, tokens=batch["attention_mask"].bool(), loss_count=loss_count, token_count=token_count)
+                    values = compute_terms(terms, student_features, teacher_features, targets, masks,
                                            accelerator.unwrap_model(bundle).projections, progress)
                     loss = total_loss(terms, values, progress)
                     # DDP averages gradients over processes; the global normalisation already divides by everything.
@@ -168,14 +170,14 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
             step += 1
             loss_value = float(step_loss)
             elapsed = time.perf_counter() - started
-            bar.update(task, completed=step, loss=loss_value, tokens_per_second=tokens_seen / max(elapsed, 1e-9))
+            bar.update(bar_task, completed=step, loss=loss_value, tokens_per_second=tokens_seen / max(elapsed, 1e-9))
             if step % train.log_every == 0 or step == plan.total_steps:
                 record = {"step": step, "split": "train", "loss": loss_value, "lr": scheduler.get_last_lr()[0],
                           "tokens_per_second": tokens_seen / max(elapsed, 1e-9), "elapsed_s": elapsed}
                 record.update({f"loss/{label}": value for label, value in step_values.items()})
                 metrics.write(record)
             if eval_examples and train.eval_every and (step % train.eval_every == 0 or step == plan.total_steps):
-                scores = evaluate_student(accelerator.unwrap_model(bundle).student, teacher if needs.teacher else None,
+                scores = task.evaluate(accelerator.unwrap_model(bundle).student, teacher if needs.teacher else None,
                                           eval_examples, pad_id, train.batch_size, accelerator.device)
                 metrics.write({"step": step, "split": "eval", **scores})
             if stop_after is not None and step >= stop_after:

@@ -107,7 +107,8 @@ def needs_of(terms: list[Term]) -> Needs:
 class Masks:
     """Valid positions and their global counts (over all accumulation steps and processes).
 
-    loss: (B, S-1) positions whose next token is in the loss; tokens: (B, S) real (non-padding) tokens.
+    loss: positions of the aligned logits that are in the loss ((B, S-1) for causal LMs, (B,) for classification);
+    tokens: (B, S) real (non-padding) tokens, for hidden-state and attention terms.
     """
 
     loss: torch.Tensor
@@ -120,21 +121,24 @@ def compute_terms(
     terms: list[Term],
     student: Features,
     teacher: Features,
-    labels: torch.Tensor,
+    targets: torch.Tensor,
     masks: Masks,
     projections: torch.nn.ModuleDict | None,
     progress: float,
 ) -> dict[str, torch.Tensor]:
-    """Each term's reduced value (unweighted), keyed by label. Causal shift: position t predicts token t+1."""
+    """Each term's reduced value (unweighted), keyed by label.
+
+    Logits are already aligned with ``targets`` (the task did any causal shift); ``masks.loss`` marks the valid ones.
+    """
     values: dict[str, torch.Tensor] = {}
     for term in terms:
         params = term.params_at(progress)
         fn = spec(term.name).fn
         if term.kind == "labels":
-            per_position = fn(student.logits[:, :-1], labels[:, 1:], **params)
+            per_position = fn(student.logits, targets, **params)
             values[term.label] = reduce(per_position, masks.loss, num_valid=masks.loss_count)
         elif term.kind == "logits":
-            student_logits, teacher_logits = shared_vocab(student.logits[:, :-1], teacher.logits[:, :-1])
+            student_logits, teacher_logits = shared_vocab(student.logits, teacher.logits)
             per_position = fn(student_logits, teacher_logits, **params)
             values[term.label] = reduce(per_position, masks.loss, num_valid=masks.loss_count)
         elif term.kind == "hidden":
