@@ -44,19 +44,21 @@ Dtype = Literal["float32", "bfloat16", "float16", "auto"]
 class FromTeacher(Strict):
     """Build the student by keeping some of the teacher's layers, weights copied (DistilBERT/Minitron depth pruning).
 
-    Exactly one of ``layers`` (explicit 0-based indices), ``every`` (keep every k-th layer, starting at 0) or
-    ``first_last`` (keep the first k and the last k layers) is set.
+    Exactly one of ``layers`` (explicit 0-based indices), ``every`` (keep every k-th layer, starting at 0),
+    ``first_last`` (keep the first k and the last k layers) or ``count`` (k layers spread evenly, first and last
+    included) is set.
     """
 
     layers: list[int] | None = None
     every: int | None = Field(default=None, ge=1)
     first_last: int | None = Field(default=None, ge=1)
+    count: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "FromTeacher":
-        chosen = [k for k in ("layers", "every", "first_last") if getattr(self, k) is not None]
+        chosen = [k for k in ("layers", "every", "first_last", "count") if getattr(self, k) is not None]
         if len(chosen) != 1:
-            raise ValueError("set exactly one of layers, every, first_last")
+            raise ValueError("set exactly one of layers, every, first_last, count")
         if self.layers is not None and (not self.layers or len(set(self.layers)) != len(self.layers)):
             raise ValueError("layers must be a non-empty list of distinct layer indices")
         return self
@@ -106,7 +108,10 @@ class DataConfig(Strict):
     eval_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)  # held out from train when `eval` is not given
     dataset_split: str = "train"  # for a `datasets` id
     format: DataFormat = "text"
-    text_field: str = "text"
+    text_field: str = "text"  # sequence_classification: the first sentence
+    text_pair_field: str | None = None  # sequence_classification: the second sentence of a pair
+    label_field: str = "label"  # sequence_classification
+    labels: list[str] | None = None  # sequence_classification: class names in id order (string labels -> ids)
     prompt_field: str = "prompt"
     completion_field: str = "completion"
     messages_field: str = "messages"

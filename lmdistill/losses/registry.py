@@ -88,4 +88,4 @@ def validate_params(name: str, params: dict[str, Any]) -> None:
 
 def _ensure_loaded() -> None:
     # Importing the modules runs their @register decorators.
-    from lmdistill.losses import attention, hidden, logits  # noqa: F401
+    from lmdistill.losses import attention, hidden, logits, relations  # noqa: F401

@@ -51,7 +51,8 @@ def forward_features(model, batch, needs, task, *, grad: bool) -> Features:
     aligned with the task's targets."""
     context = torch.enable_grad() if grad else torch.no_grad()
     with context, (attention_capture.capture() if needs.attentions else contextlib.nullcontext()) as records:
-        output = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=needs.hidden_states)
+        segments = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}  # BERT sentence pairs
+        output = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=needs.hidden_states, **segments)
     return Features(logits=task.align_logits(output.logits), hidden_states=output.hidden_states if needs.hidden_states else None,
                     attentions=list(records) if needs.attentions else None)
 

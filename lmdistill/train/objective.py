@@ -8,6 +8,7 @@ the same loss as one big batch.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,7 +164,9 @@ def _hidden_term(term, fn, params, student: Features, teacher: Features, masks: 
         teacher_hidden = teacher.hidden_states[t + 1]
         if projections is not None and term.label in projections:
             student_hidden = projections[term.label](student_hidden)
-        per_pair.append(reduce(fn(student_hidden, teacher_hidden, **params), masks.tokens, num_valid=masks.token_count))
+        # Relation losses over positions (hidden_mmd) take the padding mask; per-position ones do not.
+        extra = {"key_mask": masks.tokens.to(torch.bool)} if "key_mask" in inspect.signature(fn).parameters else {}
+        per_pair.append(reduce(fn(student_hidden, teacher_hidden, **params, **extra), masks.tokens, num_valid=masks.token_count))
     return torch.stack(per_pair).mean()  # (1/N)·Σ over layer pairs
 
 
