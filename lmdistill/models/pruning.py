@@ -18,8 +18,16 @@ def layer_list(model: torch.nn.Module) -> torch.nn.ModuleList:
     return candidates[0]
 
 
-def choose_layers(num_layers: int, *, layers: list[int] | None = None, every: int | None = None, first_last: int | None = None) -> list[int]:
-    """The 0-based teacher layers to keep, sorted: explicit ``layers``, every k-th from 0, or the first and last k."""
+def choose_layers(
+    num_layers: int,
+    *,
+    layers: list[int] | None = None,
+    every: int | None = None,
+    first_last: int | None = None,
+    count: int | None = None,
+) -> list[int]:
+    """The 0-based teacher layers to keep, sorted: explicit ``layers``, every k-th from 0, the first and last k, or
+    ``count`` layers spread evenly with the first and last included (index round(i·(L−1)/(k−1)))."""
     if layers is not None:
         bad = [i for i in layers if not 0 <= i < num_layers]
         if bad:
@@ -31,7 +39,13 @@ def choose_layers(num_layers: int, *, layers: list[int] | None = None, every: in
         if 2 * first_last > num_layers:
             raise UserError(f"student.from_teacher.first_last={first_last} keeps more than the teacher's {num_layers} layers")
         return list(range(first_last)) + list(range(num_layers - first_last, num_layers))
-    raise UserError("student.from_teacher needs one of layers, every, first_last")
+    if count is not None:
+        if count > num_layers:
+            raise UserError(f"student.from_teacher.count={count} is more than the teacher's {num_layers} layers")
+        if count == 1:
+            return [num_layers - 1]
+        return [(2 * i * (num_layers - 1) + count - 1) // (2 * (count - 1)) for i in range(count)]
+    raise UserError("student.from_teacher needs one of layers, every, first_last, count")
 
 
 def student_from_teacher(teacher: torch.nn.Module, keep: list[int]) -> torch.nn.Module:
