@@ -1,0 +1,190 @@
+"""Benchmark the fused large-vocabulary divergence against naive, matmul-only, Liger-Kernel and TRL, on CPU.
+
+Each (method, divergence) runs forward + backward once in a fresh subprocess, so the peak RSS is its own; the
+reported memory is peak RSS minus the RSS right after the inputs were created. Prints a Markdown table and, with
+``--write``, replaces the "## Fused large-vocabulary divergence" section of BENCHMARKS.md.
+
+    .venv/bin/python benchmarks/fused_loss.py [--write] [--tokens 2048 --hidden 896 --vocab 151936]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SECTION = "## Fused large-vocabulary divergence"
+THREADS = 2
+DIVERGENCES = {"forward_kl": {}, "jsd(beta=0.5)": {"beta": 0.5}}
+METHODS = ["naive", "matmul_bound", "fused", "liger", "trl"]
+METHOD_LABELS = {
+    "naive": "(a) naive: full logits + `get(name)` + `reduce`",
+    "matmul_bound": "(b) matmul-only bound (3 products)",
+    "fused": "(ours) `fused_linear_divergence`",
+    "liger": "(c) Liger `LigerFusedLinearJSDLoss` (compiled=False)",
+    "trl": "(d) TRL `_chunked_divergence_loss`",
+}
+
+
+def _rss_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> bool:
+    try:  # Linux >= 4.0: writing 5 resets VmHWM to the current RSS.
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _divergence_name(label: str) -> str:
+    return label.split("(")[0]
+
+
+def _run_method(method: str, divergence: str, tensors: dict) -> None:
+    params = DIVERGENCES[divergence]
+    name = _divergence_name(divergence)
+    beta = 0.0 if name == "forward_kl" else params["beta"]
+    hidden, weight = tensors["student_hidden"], tensors["student_weight"]
+    teacher_hidden, teacher_weight = tensors["teacher_hidden"], tensors["teacher_weight"]
+    if method == "naive":
+        from lmdistill.losses import get, reduce
+
+        with torch.no_grad():
+            teacher_logits = teacher_hidden @ teacher_weight.t()
+        reduce(get(name)(hidden @ weight.t(), teacher_logits, **params)).backward()
+    elif method == "matmul_bound":
+        with torch.no_grad():
+            student_logits = hidden @ weight.t()
+            teacher_logits = teacher_hidden @ teacher_weight.t()
+            student_logits @ weight  # stands in for (dL/dz_s) · W
+        del teacher_logits
+    elif method == "fused":
+        from lmdistill.losses.fused import fused_linear_divergence
+
+        fused_linear_divergence(hidden, weight, teacher_hidden, teacher_weight, divergence=name, **params).backward()
+    elif method == "liger":
+        from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss
+
+        labels = torch.zeros(hidden.shape[0], dtype=torch.long)
+        loss_fn = LigerFusedLinearJSDLoss(weight_hard_loss=0.0, weight_soft_loss=1.0, beta=beta, compiled=False)
+        loss_fn(hidden, weight, teacher_hidden, teacher_weight, labels).backward()
+    elif method == "trl":
+        from trl.trainer.distillation_trainer import _chunked_divergence_loss
+
+        mask = torch.ones(1, hidden.shape[0], dtype=torch.long)
+        loss, _, _ = _chunked_divergence_loss(
+            hidden.unsqueeze(0), teacher_hidden.unsqueeze(0), weight, teacher_weight, mask, beta
+        )
+        loss.backward()
+    else:
+        raise ValueError(method)
+
+
+def worker(method: str, divergence: str, tokens: int, hidden_size: int, vocab: int) -> dict:
+    """Create the inputs, run one forward + backward, return wall time and peak RSS over the inputs."""
+    torch.set_num_threads(THREADS)
+    generator = torch.Generator().manual_seed(0)
+    tensors = {
+        "student_hidden": torch.randn(tokens, hidden_size, generator=generator).requires_grad_(True),
+        "student_weight": torch.randn(vocab, hidden_size, generator=generator).mul_(0.02),
+        "teacher_hidden": torch.randn(tokens, hidden_size, generator=generator),
+        "teacher_weight": torch.randn(vocab, hidden_size, generator=generator).mul_(0.03),
+    }
+    base = _rss_bytes("VmRSS")
+    exact_peak = _reset_peak_rss()
+    start = time.perf_counter()
+    try:
+        _run_method(method, divergence, tensors)
+    except Exception as error:  # recorded honestly in the table instead of crashing the whole benchmark
+        return {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"}
+    wall = time.perf_counter() - start
+    return {"wall_s": wall, "peak_over_inputs_bytes": _rss_bytes("VmHWM") - base, "exact_peak": exact_peak}
+
+
+def _table(results: dict) -> str:
+    lines = [
+        "| divergence | method | wall time (s) | ratio to matmul bound | peak RSS over inputs |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for divergence, by_method in results.items():
+        bound = by_method.get("matmul_bound", {}).get("wall_s")
+        for method, result in by_method.items():
+            if "error" in result:
+                lines.append(f"| {divergence} | {METHOD_LABELS[method]} | failed: {result['error']} | – | – |")
+                continue
+            ratio = f"{result['wall_s'] / bound:.2f}x" if bound else "–"
+            memory = f"{result['peak_over_inputs_bytes'] / 2**30:.2f} GiB"
+            lines.append(f"| {divergence} | {METHOD_LABELS[method]} | {result['wall_s']:.2f} | {ratio} | {memory} |")
+    return "\n".join(lines)
+
+
+def _cpu_model() -> str:
+    output = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    return next((line.split(":", 1)[1].strip() for line in output.splitlines() if line.startswith("Model name")), "?")
+
+
+def _write_section(body: str) -> None:
+    path = REPO / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = text.find(SECTION)
+    if start == -1:
+        text = text.rstrip("\n") + "\n\n" + body + "\n"
+    else:
+        following = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + body + ("\n" + text[following + 1 :] if following != -1 else "\n")
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=2048)
+    parser.add_argument("--hidden", type=int, default=896)
+    parser.add_argument("--vocab", type=int, default=151936)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--write", action="store_true", help="replace this benchmark's section of BENCHMARKS.md")
+    parser.add_argument("--worker", nargs=2, metavar=("METHOD", "DIVERGENCE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.tokens, args.hidden, args.vocab)))
+        return
+
+    results: dict[str, dict] = {}
+    for divergence in DIVERGENCES:
+        for method in args.methods.split(","):
+            command = [sys.executable, __file__, "--worker", method, divergence, "--tokens", str(args.tokens),
+                       "--hidden", str(args.hidden), "--vocab", str(args.vocab)]
+            completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+            lines = completed.stdout.strip().splitlines()
+            try:
+                result = json.loads(lines[-1])
+            except (IndexError, json.JSONDecodeError):
+                result = {"error": f"exit {completed.returncode}: {completed.stderr.strip().splitlines()[-1:]}"}
+            results.setdefault(divergence, {})[method] = result
+            print(f"{divergence:16s} {method:14s} {result}", file=sys.stderr, flush=True)
+    table = _table(results)
+    print(table)
+    if args.write:
+        command = "PYTHONPATH=. .venv/bin/python benchmarks/fused_loss.py --write"
+        body = (
+            f"{SECTION}\n\nForward + backward of one logit divergence from hidden states, float32, N={args.tokens} "
+            f"tokens, H={args.hidden}, V={args.vocab}, student lm_head frozen (so the bound is three matrix products), "
+            f"one run per method in a fresh process.\nCommand: `{command}`; machine: {_cpu_model()}, "
+            f"{THREADS} threads (`torch.set_num_threads({THREADS})`), {datetime.date.today().isoformat()}.\n\n{table}\n"
+        )
+        _write_section(body)
+
+
+if __name__ == "__main__":
+    main()
