@@ -9,6 +9,7 @@ weighted sum of named terms.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Iterable
 
 import torch
@@ -24,7 +25,7 @@ KIND_INPUTS = {
     "hidden": ("student_hidden", "teacher_hidden"),
     "attention": ("student_attention", "teacher_attention"),
 }
-_ACRONYMS = {"kl": "KL", "jsd": "JSD", "mse": "MSE", "ce": "CE", "tvd": "TVD", "minilm": "MiniLM", "v2": "V2"}
+_ACRONYMS = {"kl": "KL", "jsd": "JSD", "mse": "MSE", "mmd": "MMD", "ce": "CE", "tvd": "TVD", "minilm": "MiniLM", "v2": "V2"}
 
 
 class DistillationLoss(torch.nn.Module):
@@ -34,7 +35,8 @@ class DistillationLoss(torch.nn.Module):
     positional inputs: (student_logits, teacher_logits) (..., V); (student_logits, labels) (..., V), (...);
     (student_hidden, teacher_hidden) (..., H); or two attentions (AttentionCapture, or raw scores (B, h, Q, K)).
     ``mask`` (...) marks valid positions (attention: valid queries (B, Q)); for label losses it defaults to
-    ``labels != ignore_index``, and for attention losses ``key_mask`` (B, K) defaults to ``mask`` when Q == K.
+    ``labels != ignore_index``. Losses that take a ``key_mask`` (B, K) (attention, hidden_mmd) get ``mask`` as
+    their key mask unless one is given (for attention only when Q == K: self-attention).
     ``num_valid`` is the global count of valid positions (see :func:`lmdistill.losses.reduce`).
     """
 
@@ -50,6 +52,7 @@ class DistillationLoss(torch.nn.Module):
         validate_params(name, params)
         self.name = name
         self.kind = spec(name).kind
+        self.takes_key_mask = "key_mask" in inspect.signature(spec(name).fn).parameters
         self.params = {**spec(name).params, **params}
 
     def per_position(self, *tensors: Any, key_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -60,6 +63,8 @@ class DistillationLoss(torch.nn.Module):
         if self.kind == "attention":
             student, teacher = (t if isinstance(t, AttentionCapture) else AttentionCapture(scores=t) for t in tensors)
             return fn(student, teacher, key_mask=key_mask, **self.params)
+        if self.takes_key_mask:
+            return fn(*tensors, key_mask=key_mask, **self.params)
         return fn(*tensors, **self.params)
 
     def forward(
@@ -68,7 +73,7 @@ class DistillationLoss(torch.nn.Module):
     ) -> torch.Tensor:
         if self.kind == "labels" and mask is None:
             mask = tensors[1] != self.params["ignore_index"]
-        if self.kind == "attention" and key_mask is None and mask is not None and _is_self_attention(tensors):
+        if self.takes_key_mask and key_mask is None and mask is not None and (self.kind != "attention" or _is_self_attention(tensors)):
             key_mask = mask
         return reduce(self.per_position(*tensors, key_mask=key_mask), mask, num_valid=num_valid)
 

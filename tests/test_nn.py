@@ -59,10 +59,11 @@ def test_label_module_masks_ignored_labels_by_default():
     assert torch.equal(lnn.CE(label_smoothing=0.1)(student, labels), reduce(get("ce")(student, labels, label_smoothing=0.1), labels != -100))
 
 
-@pytest.mark.parametrize("name", ["hidden_mse", "hidden_cosine"])
+@pytest.mark.parametrize("name", ["hidden_mse", "hidden_cosine", "hidden_mmd"])
 def test_hidden_modules_equal_function_plus_reduce(name, mask):
     student, teacher = _rand(B, S, H, seed=6), _rand(B, S, H, seed=7)
-    expected = reduce(get(name)(student, teacher), mask, num_valid=11.0)
+    key_mask = {"key_mask": mask} if name == "hidden_mmd" else {}  # its relations exclude padded keys too
+    expected = reduce(get(name)(student, teacher, **key_mask), mask, num_valid=11.0)
     assert torch.equal(getattr(lnn, lnn.class_name(name))()(student, teacher, mask=mask, num_valid=11.0), expected)
 
 

@@ -68,7 +68,7 @@ def parse_objective(objective: Any) -> list[TermConfig]:
 class DistillationTrainer(Trainer):
     """A ``Trainer`` whose loss is lmdistill's objective between ``model`` (the student) and ``teacher_model``.
 
-    Batches need ``input_ids``, ``labels`` and optionally ``attention_mask``; for ``task="causal_lm"`` labels are
+    Batches need ``input_ids``, ``labels`` and optionally ``attention_mask`` and ``token_type_ids``; for ``task="causal_lm"`` labels are
     -100 where not in the loss and position t predicts label t+1, exactly as in the engine. Each term's value is logged as ``loss/<term>``. Hidden-state terms between models of
     different widths learn a projection (``self.projections``), which is trained but not saved with the student.
     """
@@ -141,7 +141,7 @@ class DistillationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         if "labels" not in inputs:
             raise UserError("DistillationTrainer batches need `labels`; use the task's collator, e.g. lmdistill.data.collate.collate_causal")
-        batch = {"input_ids": inputs["input_ids"], "attention_mask": _attention_mask(inputs), "labels": inputs["labels"]}
+        batch = {**inputs, "attention_mask": _attention_mask(inputs)}  # token_type_ids (BERT pairs) go through too
         training = self._in_training_step and self._global_counts is not None
         targets, loss_mask = self.task.targets(batch)
         loss_count, token_count = self._global_counts if training else (loss_mask.sum().float(), batch["attention_mask"].sum().float())
