@@ -59,8 +59,12 @@ def _linear(hidden, weight, bias, scale=1.0, softcap=None):
 
 
 def _reference(tensors, mask, name, params, temperature=1.0, scale=1.0, softcap=None, num_valid=None, **kwargs):
-    student_logits = _linear(tensors["student_hidden"], tensors["student_weight"], tensors["student_bias"], scale, softcap)
-    teacher_logits = _linear(tensors["teacher_hidden"], tensors["teacher_weight"], tensors["teacher_bias"], scale, softcap)
+    student_logits = _linear(
+        tensors["student_hidden"], tensors["student_weight"], tensors["student_bias"], scale, softcap
+    )
+    teacher_logits = _linear(
+        tensors["teacher_hidden"], tensors["teacher_weight"], tensors["teacher_bias"], scale, softcap
+    )
     per_position = get(name)(student_logits, teacher_logits, temperature=temperature, **kwargs, **params)
     return reduce(per_position, mask, num_valid=num_valid)
 
@@ -148,8 +152,10 @@ def test_bfloat16_runs_close_to_float64_and_returns_input_dtypes():
     fused = fused_linear_divergence(**tensors, divergence="forward_kl", temperature=2.0, mask=mask, chunk_tokens=8)
     grads = _grads(fused, tensors)
     assert fused.dtype == torch.bfloat16 and all(grad.dtype == torch.bfloat16 for grad in grads)
-    exact = {key: None if value is None else value.detach().double().requires_grad_(value.requires_grad)
-             for key, value in tensors.items()}
+    exact = {
+        key: None if value is None else value.detach().double().requires_grad_(value.requires_grad)
+        for key, value in tensors.items()
+    }
     expected = _reference(exact, mask, "forward_kl", {}, temperature=2.0)
     _assert_close(fused.double(), expected.detach(), rtol=2e-2)
     for actual, wanted in zip(grads, _grads(expected, exact)):

@@ -2,7 +2,7 @@
 
 Tokens are processed in chunks; for each chunk the student logits z_s = c·(h_s W_sᵀ + b_s) (and the teacher's) are
 computed, the divergence and its analytic gradient d loss / d z_s are formed row block by row block while the
-(rows × V) tiles sit in cache, and d loss / d h_s = G·W_s (and dW_s += Gᵀ·h_s, db_s += ΣG) are computed right away.
+(rows × V) tiles sit in cache, and d loss / d h_s = G·W_s (and dW_s += Gᵀ·h_s, db_s += ΣG) are computed at once.
 Backward only multiplies the stored gradients by grad_output (FORMULAS.md "Fused large-vocabulary losses").
 """
 
@@ -61,7 +61,7 @@ def fused_linear_divergence(
     Shapes: ``student_hidden`` (N, H_s) or (B, S, H_s); ``student_weight`` (V, H_s); the teacher either as
     ``teacher_hidden`` (N, H_t) + ``teacher_weight`` (V, H_t), or ``teacher_logits`` (N, V), or
     ``teacher_log_probs`` (N, V) = log softmax(z_t / T) used as is; ``mask`` (N,) or (B, S).
-    Logits computed here from hidden states: z = softcap(logit_scale · (h Wᵀ + b)), softcap(x) = cap · tanh(x / cap);
+    Logits made here from hidden states: z = softcap(logit_scale · (h Wᵀ + b)), softcap(x) = cap · tanh(x / cap);
     ``teacher_logits`` are the teacher model's final outputs (scale and softcap already in them), divided by T.
     Returns ``reduce(get(divergence)(z_s, z_t, temperature=T, ...), mask, num_valid=num_valid)``, a scalar in the
     student's dtype; gradients reach student_hidden, student_weight and student_bias only, never the teacher.
@@ -96,7 +96,8 @@ def _options(student_hidden, student_weight, student_bias, divergence, temperatu
         raise UserError(f"chunk_tokens={chunk_tokens} must be >= 1 (or None to derive it from memory_budget_bytes)")
     if student_hidden.dtype != student_weight.dtype:
         raise UserError(
-            f"student_hidden is {student_hidden.dtype} but student_weight is {student_weight.dtype}; cast one to the other"
+            f"student_hidden is {student_hidden.dtype} but student_weight is {student_weight.dtype}; "
+            "cast one to the other"
         )
     grad_enabled = torch.is_grad_enabled()
     return FusedOptions(

@@ -77,13 +77,16 @@ def fused_forward(student_hidden, student_weight, student_bias, teacher: Teacher
     pre_scale = options.logit_scale / (temperature if softcap is None else softcap)
 
     grad_hidden = torch.zeros_like(student_hidden) if options.need_hidden_grad else None
-    grad_weight = torch.zeros(student_weight.shape, dtype=compute_dtype, device=device) if options.need_weight_grad else None
+    grad_weight = (
+        torch.zeros(student_weight.shape, dtype=compute_dtype, device=device) if options.need_weight_grad else None
+    )
     grad_bias = torch.zeros(vocab_size, dtype=compute_dtype, device=device) if options.need_bias_grad else None
     loss_sum = torch.zeros((), dtype=compute_dtype, device=device)
 
     from_hidden = teacher.hidden is not None
     itemsize = student_hidden.element_size()
-    chunk = options.chunk_tokens or max(1, options.memory_budget_bytes // ((2 if from_hidden else 1) * vocab_size * itemsize))
+    tile_bytes_per_token = (2 if from_hidden else 1) * vocab_size * itemsize
+    chunk = options.chunk_tokens or max(1, options.memory_budget_bytes // tile_bytes_per_token)
     chunk = max(1, min(chunk, num_rows))
     block_rows = max(1, min(chunk, _BLOCK_CACHE_BYTES // (_WORK_BUFFERS * vocab_size * 4)))
     student_tile = torch.empty(chunk, vocab_size, dtype=student_hidden.dtype, device=device)
@@ -179,7 +182,9 @@ def _process_block(student_in, teacher_in, teacher: TeacherSignal, work: _WorkBu
     if teacher.is_log_probs:
         teacher_log_probs = teacher_logits
     else:
-        teacher_log_probs = torch.ops.aten._log_softmax.out(teacher_logits, -1, False, out=work.teacher_log_probs[:rows])
+        teacher_log_probs = torch.ops.aten._log_softmax.out(
+            teacher_logits, -1, False, out=work.teacher_log_probs[:rows]
+        )
     block = RowBlock(
         student_logits=student_logits,
         teacher_logits=teacher_logits,

@@ -9,7 +9,7 @@ with T, the logit scale and 1/num_valid, into the small (chunk × H) products in
 Gradients, with ⟨a, b⟩ = Σ_v a_v b_v and a generic D(q): dD/ds = q ⊙ (g − ⟨q, g⟩), g = dD/dq:
 - forward KL   KL(p‖q):                 q − p
 - reverse KL   KL(q‖p):                 q ⊙ (log q − log p − KL(q‖p))
-- JSD(β)       m = βp + (1−β)q:         (1−β) · q ⊙ (log q − log m − KL(q‖m))      (β=0: forward KL, β=1: reverse KL)
+- JSD(β)       m = βp + (1−β)q:         (1−β) · q ⊙ (log q − log m − KL(q‖m));  β=0: forward KL, β=1: reverse KL
 - skew fwd(α)  r = αp + (1−α)q:         (1−α) · q ⊙ (⟨q, w⟩ − w),  w = p / r
 - skew rev(α)  r = αq + (1−α)p:         q ⊙ (log(q/r) − αq/r − KL(q‖r) + α⟨q, q/r⟩)
 - symmetric KL KL(p‖q) + KL(q‖p):       q − p + q ⊙ (log q − log p − KL(q‖p))
@@ -30,7 +30,8 @@ import torch
 class RowBlock:
     """Float32 (or float64) work buffers for r rows × V, all reused in place; shapes (r, V).
 
-    On entry: ``student_logits`` = s, ``teacher_logits`` = t, ``student`` = log q, ``teacher`` = log p, ``student_probs`` = q, ``teacher_probs`` = p;
+    On entry: ``student_logits`` = s, ``teacher_logits`` = t, ``student`` = log q, ``teacher`` = log p,
+    ``student_probs`` = q, ``teacher_probs`` = p;
     ``scratch`` is free. On exit ``grad`` holds G (see the module docstring); the others are garbage.
     ``grad`` may alias the student's logits tile, which is no longer needed once ``student`` is filled.
     """
@@ -96,7 +97,7 @@ def tvd(block: RowBlock) -> tuple[torch.Tensor, float]:
 
 
 def jsd(block: RowBlock, *, beta: float = 0.5) -> tuple[torch.Tensor, float]:
-    """β KL(p‖m) + (1−β) KL(q‖m), m = βp + (1−β)q; G = q ⊙ (log q − log m − KL(q‖m)), factor 1−β."""
+    """β KL(p‖m) + (1−β) KL(q‖m), m = βp + (1−β)q; G = q ⊙ (log q − log m − KL(q‖m)), factor 1 − β."""
     if beta == 0.0:
         return forward_kl(block)
     if beta == 1.0:
