@@ -142,7 +142,8 @@ def test_analytic_kernel_gradient_equals_autograd(name, params):
 
     variable = student_logits.clone().requires_grad_(True)
     expected = get(name)(variable, teacher_logits, **params)
-    (expected_grad,) = _grads(expected.sum(), {"student_hidden": variable, "student_weight": None, "student_bias": None})
+    only_logits = {"student_hidden": variable, "student_weight": None, "student_bias": None}
+    (expected_grad,) = _grads(expected.sum(), only_logits)
     _assert_close(loss_rows, expected.detach(), rtol=1e-12, atol=1e-14)
     _assert_close(block.grad * factor, expected_grad, rtol=1e-10, atol=1e-14)
 
