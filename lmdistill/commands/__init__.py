@@ -5,6 +5,7 @@ import importlib
 # One line per feature area; each module calls lmdistill.cli.command(...) at import.
 _MODULES = [
     "generate",
+    "encoder",
 ]
 
 for _name in _MODULES:
