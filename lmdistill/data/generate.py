@@ -129,7 +129,9 @@ def _make_sampler(config: GenerateConfig, tokenizer: Any) -> Sampler:
         return _vllm_sampler(config, tokenizer)
     from lmdistill.train.setup import load_teacher
 
-    teacher = load_teacher(config.teacher, task="causal_lm", seed=config.sampling.seed)
+    # A `config` teacher (tests, smoke runs) gets seed-0 weights, the same as a run config with seed 0 builds, so the
+    # sampling seed changes the samples and never the teacher.
+    teacher = load_teacher(config.teacher, task="causal_lm", seed=0)
     teacher.to("cuda" if torch.cuda.is_available() else "cpu")
     eos = eos_set(tokenizer.eos_token_id) | eos_set(getattr(teacher.generation_config, "eos_token_id", None))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
