@@ -6,6 +6,7 @@ import importlib
 _MODULES = [
     "generate",
     "encoder",
+    "cache",
 ]
 
 for _name in _MODULES:
