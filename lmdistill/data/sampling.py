@@ -99,9 +99,11 @@ def sample_continuations(
     device = next(model.parameters()).device
     input_ids, attention_mask = left_pad(prompts, pad_token_id)
     eos = sorted(eos_set(eos_token_id))
+    # generate() fills every setting left None from the model's own generation_config (e.g. a random Llama's
+    # eos_token_id=2), so the stopping set and the usual logit processors are pinned here: [] = never stop early.
     config = GenerationConfig(
         max_new_tokens=sampling.max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_token_id,
-        eos_token_id=eos or None, bos_token_id=None,
+        eos_token_id=eos, repetition_penalty=1.0, no_repeat_ngram_size=0, min_length=0,
     )
     processors = LogitsProcessorList([RowSampler(sampling, seeds, device)] if sampling.temperature > 0 else [])
     was_training = model.training
