@@ -56,7 +56,7 @@ def make(tmp_path, gpt2_tokenizer_dir, prompts_file):
             "teacher": {"config": TEACHER}, "tokenizer": str(gpt2_tokenizer_dir),
             "prompts": {"source": str(prompts_file), "keep_fields": ["id"]},
             "sampling": {"num_samples": 2, "batch_size": 3, "max_new_tokens": 6, "temperature": 1.0},
-            "output": str(tmp_path / f"{name}.jsonl"),
+            "output": str(tmp_path / f"{name}.jsonl"), "device": "cpu",
         }
         for key, value in sections.items():
             raw[key] = {**raw[key], **value} if isinstance(value, dict) and isinstance(raw.get(key), dict) else value
@@ -308,3 +308,25 @@ def test_cli_generate(make, tmp_path, capsys, gpt2_tokenizer_dir, prompts_file):
     assert len(rows_of(tmp_path / "cli.jsonl")) == 2
     assert main(["generate", "--config", str(config), "sampling.num_samples=0"]) == 2
     assert capsys.readouterr().err == f"error: {config}: sampling.num_samples: Input should be greater than or equal to 1\n"
+
+
+def test_shipped_dialogsum_config_on_real_data_with_a_random_teacher(tmp_path, gpt2_tokenizer_dir):
+    from pathlib import Path
+
+    from conftest import require_shared_data
+    from lmdistill.data.generate_config import load_generate_config
+
+    source = require_shared_data("dialogsum", "dialogsum.dev.jsonl")
+    records = [json.loads(line) for line in source.read_text().splitlines()[:2]]
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "generate-dialogsum.yaml"
+    config = load_generate_config(shipped, [
+        "teacher.path=null", f"teacher.config={json.dumps(TEACHER)}", f"tokenizer={gpt2_tokenizer_dir}", f"prompts.source={source}",
+        "prompts.use_chat_template=false", "prompts.max_examples=2", "sampling.max_new_tokens=4", "filters.min_completion_tokens=0",
+        f"output={tmp_path / 'dialogsum.jsonl'}", "device=cpu",
+    ])
+    rows = rows_of(generate_pseudo_data(config).output)
+    assert [(r["prompt_index"], r["sample_index"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for row in rows:
+        record = records[row["prompt_index"]]
+        assert row["prompt"] == f"Summarise this dialogue in one or two sentences.\n\n{record['dialogue']}"
+        assert (row["fname"], row["summary"]) == (record["fname"], record["summary"])

@@ -27,7 +27,7 @@ def test_warp_scores_equals_hugging_face_warpers(temperature, top_k, top_p):
 def test_row_sampler_draws_by_inverse_cdf_from_each_rows_generator():
     probs = torch.tensor([[0.1, 0.0, 0.6, 0.3], [0.0, 0.5, 0.0, 0.5]], dtype=torch.float64)
     sampling = SamplingConfig(temperature=1.0)
-    sampler = RowSampler(sampling, [11, 12], torch.device("cpu"))
+    sampler = RowSampler(sampling, [11, 12])
     out = sampler(None, probs.log().float())
     chosen = []
     for seed, row in zip([11, 12], probs):
@@ -36,7 +36,7 @@ def test_row_sampler_draws_by_inverse_cdf_from_each_rows_generator():
     assert out.argmax(-1).tolist() == chosen
     assert torch.isinf(out).sum().item() == 2 * 3 and (out == 0).sum().item() == 2
     # zero-probability tokens are never drawn
-    sampler = RowSampler(sampling, range(500), torch.device("cpu"))
+    sampler = RowSampler(sampling, range(500))
     draws = sampler(None, probs[1:].expand(500, 4).log().float()).argmax(-1)
     assert set(draws.tolist()) == {1, 3}
 

@@ -9,7 +9,8 @@ pair samples from its own generator seeded by (seed, prompt_index, sample_index)
 batch neighbours. A rerun with the same config resumes: pairs already written (or filtered, see
 :mod:`lmdistill.data.generate_store`) are skipped, a batch is regenerated whole when any of its pairs is missing
 (same padding, so the same numerics) and only its missing rows are appended. ``prompts.max_examples`` is not part of
-the pinned config, so a run can be extended to more prompts.
+the pinned config, so a run can be extended to more prompts; nor is ``device``, so a run may resume on another machine
+(rows then match up to the floating-point differences between devices).
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ def generate_pseudo_data(config: GenerateConfig) -> GenerateResult:
 
 
 def pinned_settings(config: GenerateConfig) -> dict[str, Any]:
-    """The settings a resume must match: everything but the output path and ``prompts.max_examples``."""
-    settings = config.model_dump(mode="json", exclude={"output"})
+    """The settings a resume must match: everything but the output path, ``device`` and ``prompts.max_examples``."""
+    settings = config.model_dump(mode="json", exclude={"output", "device"})
     settings["prompts"].pop("max_examples")
     return settings
 
@@ -132,7 +133,11 @@ def _make_sampler(config: GenerateConfig, tokenizer: Any) -> Sampler:
     # A `config` teacher (tests, smoke runs) gets seed-0 weights, the same as a run config with seed 0 builds, so the
     # sampling seed changes the samples and never the teacher.
     teacher = load_teacher(config.teacher, task="causal_lm", seed=0)
-    teacher.to("cuda" if torch.cuda.is_available() else "cpu")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+    try:
+        teacher.to(device)
+    except (RuntimeError, AssertionError) as error:
+        raise UserError(f"device {config.device!r} is not usable here ({str(error).splitlines()[0]}); set device: auto or cpu") from None
     eos = eos_set(tokenizer.eos_token_id) | eos_set(getattr(teacher.generation_config, "eos_token_id", None))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
 

@@ -103,6 +103,7 @@ class GenerateConfig(Strict):
     output: str  # a .jsonl file; rows are appended, a rerun resumes
     filters: FiltersConfig = FiltersConfig()
     backend: Literal["transformers", "vllm"] = Field(default="transformers", validate_default=True)
+    device: str = "auto"  # transformers backend: auto (cuda when available), cpu, cuda, cuda:1, ...
 
     @field_validator("output")
     @classmethod

@@ -48,17 +48,18 @@ def warp_scores(scores: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
 class RowSampler(LogitsProcessor):
     """Samples each row's next token with that row's generator; returns one-hot scores (0 chosen, -inf elsewhere)."""
 
-    def __init__(self, sampling: SamplingConfig, seeds: Sequence[int], device: torch.device):
+    def __init__(self, sampling: SamplingConfig, seeds: Sequence[int]):
         self.sampling = sampling
-        self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+        # CPU generators on every device: the same seed draws the same numbers on CPU and GPU
+        self.generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         probs = warp_scores(scores.float(), self.sampling).softmax(dim=-1).double()
         # Inverse CDF: one uniform draw per row from its generator (torch.multinomial per row is ~20 ms at V = 50k on CPU).
-        uniforms = torch.cat([torch.rand(1, generator=gen, device=gen.device, dtype=torch.float64) for gen in self.generators])
+        uniforms = torch.cat([torch.rand(1, generator=gen, dtype=torch.float64) for gen in self.generators])
         cumulative = probs.cumsum(dim=-1)
         # right=True: the first token whose cumulative mass exceeds u·total, so zero-probability tokens are never chosen
-        chosen = torch.searchsorted(cumulative, (uniforms * cumulative[:, -1]).to(probs.device)[:, None], right=True)[:, 0]
+        chosen = torch.searchsorted(cumulative, (uniforms.to(probs.device) * cumulative[:, -1])[:, None], right=True)[:, 0]
         chosen = chosen.clamp(max=probs.shape[-1] - 1)
         out = torch.full_like(scores, float("-inf"))
         return out.scatter(-1, chosen[:, None], 0.0)
@@ -105,7 +106,7 @@ def sample_continuations(
         max_new_tokens=sampling.max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_token_id,
         eos_token_id=eos, repetition_penalty=1.0, no_repeat_ngram_size=0, min_length=0,
     )
-    processors = LogitsProcessorList([RowSampler(sampling, seeds, device)] if sampling.temperature > 0 else [])
+    processors = LogitsProcessorList([RowSampler(sampling, seeds)] if sampling.temperature > 0 else [])
     was_training = model.training
     model.eval()
     try:
