@@ -19,6 +19,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from lmdistill.cache import cached_teacher_terms, check_terms_for_cache, open_run_cache
 from lmdistill.config import RunConfig, dump_config
 from lmdistill.data.collate import batches_for_epoch
 from lmdistill.errors import UserError
@@ -74,18 +75,24 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
     accelerator.wait_for_everyone()
 
     tokenizer = load_tokenizer(tokenizer_source(config))
-    teacher = load_teacher(config.teachers[0], task=config.task, seed=config.seed)
+    cache_path = config.teachers[0].cache  # a teacher-signal cache replaces the teacher model (logit terms only)
+    teacher = None if cache_path else load_teacher(config.teachers[0], task=config.task, seed=config.seed)
     student = build_student(config.student, teacher, task=config.task, seed=config.seed)
-    check_vocabularies(student, teacher, tokenizer)
-    terms = build_terms(config.objective, student_layers=student.config.num_hidden_layers, teacher_layers=teacher.config.num_hidden_layers)
+    if teacher is not None:
+        check_vocabularies(student, teacher, tokenizer)
+    teacher_shape = (teacher or student).config
+    terms = build_terms(config.objective, student_layers=student.config.num_hidden_layers, teacher_layers=teacher_shape.num_hidden_layers)
+    if cache_path:
+        check_terms_for_cache(terms)
     needs = needs_of(terms)
     if needs.attentions:
         attention_capture.enable_capture(student)
         attention_capture.enable_capture(teacher)
-    bundle = StudentBundle(student, projection_widths(terms, student.config.hidden_size, teacher.config.hidden_size))
+    bundle = StudentBundle(student, projection_widths(terms, student.config.hidden_size, teacher_shape.hidden_size))
 
     task = get_task(config.task)
     train_examples, eval_examples = task.load_datasets(config.data, tokenizer, config.seed)
+    cache = open_run_cache(cache_path, tokenizer, train_examples) if cache_path else None
     train = config.train
     plan = plan_steps(len(train_examples), train.batch_size, train.gradient_accumulation_steps, accelerator.num_processes, train.max_steps, train.epochs)
     optimizer = make_optimizer(bundle, train.learning_rate, train.weight_decay)
@@ -93,7 +100,8 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
     # The scheduler stays outside prepare(): accelerate would step it once per process; we step it once per step.
     bundle, optimizer = accelerator.prepare(bundle, optimizer)
     accelerator.register_for_checkpointing(scheduler)
-    teacher.to(accelerator.device)
+    if teacher is not None:
+        teacher.to(accelerator.device)
 
     start_step, skipped = 0, 0
     latest = ckpt.latest_checkpoint(output_dir) if resume else None
@@ -121,10 +129,8 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
             global_indices = orders[epoch][index]
             # Micro-batch i of this process: its slice of the i-th accumulation chunk of the global batch.
             chunk = train.batch_size * world
-            micro = [
-                task.collate([train_examples[j] for j in global_indices[i * chunk + rank * train.batch_size:i * chunk + (rank + 1) * train.batch_size]], pad_id)
-                for i in range(accumulation)
-            ]
+            micro_indices = [global_indices[i * chunk + rank * train.batch_size:i * chunk + (rank + 1) * train.batch_size] for i in range(accumulation)]
+            micro = [task.collate([train_examples[j] for j in indices], pad_id) for indices in micro_indices]
             micro = [{k: v.to(accelerator.device) for k, v in batch.items()} for batch in micro]
             loss_count = accelerator.reduce(sum(task.targets(b)[1].sum() for b in micro).float(), reduction="sum")
             token_count = accelerator.reduce(sum(b["attention_mask"].sum() for b in micro).float(), reduction="sum")
@@ -134,12 +140,16 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
             for i, batch in enumerate(micro):
                 sync = contextlib.nullcontext() if i == accumulation - 1 else accelerator.no_sync(bundle)
                 with sync, accelerator.autocast():
-                    teacher_features = forward_features(teacher, batch, needs, task, grad=False) if needs.teacher else Features()
+                    teacher_features = forward_features(teacher, batch, needs, task, grad=False) if needs.teacher and teacher is not None else Features()
                     student_features = forward_features(bundle, batch, needs, task, grad=True)
                     targets, loss_mask = task.targets(batch)
                     masks = Masks(loss=loss_mask, tokens=batch["attention_mask"].bool(), loss_count=loss_count, token_count=token_count)
-                    values = compute_terms(terms, student_features, teacher_features, targets, masks,
-                                           accelerator.unwrap_model(bundle).projections, progress)
+                    if cache is None:
+                        values = compute_terms(terms, student_features, teacher_features, targets, masks,
+                                               accelerator.unwrap_model(bundle).projections, progress)
+                    else:
+                        sparse = cache.teacher_batch(micro_indices[i], batch["input_ids"].shape[1]).map(lambda t: task.align_logits(t).to(accelerator.device))
+                        values = cached_teacher_terms(terms, student_features.logits, sparse, targets, masks, progress, vocab_size=cache.vocab_size)
                     loss = total_loss(terms, values, progress)
                     # DDP averages gradients over processes; the global normalisation already divides by everything.
                     accelerator.backward(loss * world)
