@@ -1,0 +1,115 @@
+"""Presets: each expands to its documented terms and stages, and runs 2 steps on tiny random BERTs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForSequenceClassification
+
+from lmdistill.cli import main
+from lmdistill.errors import UserError
+from lmdistill.presets import PRESETS, describe_presets, expand_preset_config, preset_stages, run_stages
+from test_classification_helpers import make_tokenizer_dir, one_thread, run_config  # noqa: F401
+
+E = [[-1, -1]]
+# (stage name, share, [(loss name, weight, layers, extra params)]) — written out from the papers, not from the code.
+DOCUMENTED = {
+    "distilbert": [("distil", 1.0, [("soft_ce", 5.0, "uniform", {"temperature": 2.0}), ("ce", 2.0, "uniform", {}),
+                                    ("hidden_cosine", 1.0, "last", {})])],
+    "tinybert": [("intermediate", 0.5, [("hidden_mse", 1.0, E, {}), ("hidden_mse", 1.0, "uniform", {}), ("attention_mse", 1.0, "uniform", {})]),
+                 ("prediction", 0.5, [("soft_ce", 1.0, "uniform", {"temperature": 1.0})])],
+    "minilm": [("attention_transfer", 0.5, [("minilm", 1.0, "last", {})]), ("finetune", 0.5, [("ce", 1.0, "uniform", {})])],
+    "minilm_v2": [("relation_transfer", 0.5, [("minilm_v2", 1.0, "last", {"num_relation_heads": 4})]),
+                  ("finetune", 0.5, [("ce", 1.0, "uniform", {})])],
+    "textbrewer_general": [("distil", 1.0, [("soft_ce", 1.0, "uniform", {"temperature": 8.0, "scale_by_temperature_squared": False}),
+                                            ("hidden_mse", 1.0, E, {}), ("hidden_mse", 1.0, "uniform", {}),
+                                            ("hidden_mmd", 1.0, E, {}), ("hidden_mmd", 1.0, "uniform", {})])],
+    "semantic": [("distil", 1.0, [("reverse_kl", 0.5, "uniform", {"temperature": 1.0}), ("hidden_mse", 0.5, "uniform", {})])],
+    "attention": [("distil", 1.0, [("ce", 1.0, "uniform", {}), ("attention_kl", 1.0, "uniform", {"temperature": 3.0})])],
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    return make_tokenizer_dir(tmp_path_factory.mktemp("vocab"))
+
+
+def _as_documented(configs):
+    stages = []
+    for config in configs:
+        terms = [(t.name, float(t.weight), [list(p) for p in t.layers] if isinstance(t.layers, list) else t.layers, t.params)
+                 for t in config.objective]
+        stages.append((Path(config.output_dir).name, config.train.max_steps, terms))
+    return stages
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTED))
+def test_preset_expands_to_the_documented_stages_and_terms(tmp_path, tokenizer_dir, name):
+    raw = run_config(tmp_path, tokenizer_dir, train={"max_steps": 10, "batch_size": 8, "progress": False})
+    del raw["objective"]
+    configs = expand_preset_config({**raw, "preset": name})
+    documented = DOCUMENTED[name]
+    multi = len(documented) > 1
+    expected = [(f"{i + 1}-{stage}" if multi else "run", round(10 * share), [(n, w, l, p) for n, w, l, p in terms])
+                for i, (stage, share, terms) in enumerate(documented)]
+    assert _as_documented(configs) == expected
+    for previous, config in zip(configs, configs[1:]):
+        assert config.student.path == str(Path(previous.output_dir) / "student")
+
+
+def test_every_preset_is_tested_and_listed_on_one_line():
+    assert set(PRESETS) == set(DOCUMENTED)
+    lines = describe_presets()
+    assert len(lines) == len(PRESETS) and all("\n" not in line for line in lines)
+    assert [line.split()[0] for line in lines] == list(PRESETS)
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTED))
+def test_preset_runs_two_steps_and_the_last_student_reloads(tmp_path, tokenizer_dir, name):
+    raw = run_config(tmp_path, tokenizer_dir)
+    del raw["objective"]
+    results = run_stages(expand_preset_config({**raw, "preset": name}))
+    assert sum(result.steps for result in results) == 2
+    for result in results:
+        lines = [json.loads(l) for l in (Path(result.output_dir) / "metrics.jsonl").read_text().splitlines()]
+        assert all(line["loss"] == line["loss"] for line in lines)  # finite, not NaN
+    model = AutoModelForSequenceClassification.from_pretrained(results[-1].student_dir)
+    assert model.config.num_hidden_layers == 2
+
+
+def test_options_and_stage_overrides(tmp_path, tokenizer_dir):
+    raw = run_config(tmp_path, tokenizer_dir, train={"max_steps": 10, "batch_size": 8, "progress": False})
+    del raw["objective"]
+    configs = expand_preset_config({**raw, "preset": {"name": "tinybert", "temperature": 4.0, "intermediate_share": 0.8},
+                                    "stage_overrides": {"prediction": {"train.learning_rate": 1e-5}}})
+    assert [c.train.max_steps for c in configs] == [8, 2]
+    assert configs[1].objective[0].params == {"temperature": 4.0} and configs[1].train.learning_rate == 1e-5
+    assert configs[0].train.learning_rate == raw["train"].get("learning_rate", 5e-4)
+    stages = preset_stages("semantic", alpha=0.25)
+    assert [(t["name"], t["weight"]) for t in stages[0].objective] == [("reverse_kl", 0.25), ("hidden_mse", 0.75)]
+
+
+def test_preset_mistakes_are_user_errors(tmp_path, tokenizer_dir):
+    raw = run_config(tmp_path, tokenizer_dir)
+    with pytest.raises(UserError, match="either `preset` or `objective`"):
+        expand_preset_config({**raw, "preset": "distilbert"})
+    del raw["objective"]
+    with pytest.raises(UserError, match="unknown preset 'bert'"):
+        expand_preset_config({**raw, "preset": "bert"})
+    with pytest.raises(UserError, match="has no option 'alpha'"):
+        expand_preset_config({**raw, "preset": {"name": "distilbert", "alpha": 0.1}})
+    with pytest.raises(UserError, match="alpha=1.5 is outside"):
+        preset_stages("semantic", alpha=1.5)
+    with pytest.raises(UserError, match="stage_overrides names"):
+        expand_preset_config({**raw, "preset": "distilbert", "stage_overrides": {"nope": {}}})
+
+
+def test_cli_lists_presets_and_shows_one(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out] == list(PRESETS)
+    assert main(["presets", "--show", "tinybert"]) == 0
+    assert "attention_mse" in capsys.readouterr().out
+    assert main(["presets", "--show", "nope"]) == 2
