@@ -113,3 +113,16 @@ def test_cli_lists_presets_and_shows_one(capsys):
     assert main(["presets", "--show", "tinybert"]) == 0
     assert "attention_mse" in capsys.readouterr().out
     assert main(["presets", "--show", "nope"]) == 2
+
+
+def test_cli_train_preset_runs_every_stage(tmp_path, tokenizer_dir, capsys):
+    import yaml
+
+    raw = run_config(tmp_path, tokenizer_dir)
+    del raw["objective"]
+    path = tmp_path / "preset.yaml"
+    path.write_text(yaml.safe_dump({**raw, "preset": "minilm"}))
+    assert main(["train-preset", "--config", str(path), "train.max_steps=4"]) == 0
+    out = capsys.readouterr().out
+    assert "1-attention_transfer: 2 steps" in out and "2-finetune: 2 steps" in out
+    assert (tmp_path / "run" / "2-finetune" / "student" / "config.json").is_file()
