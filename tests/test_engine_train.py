@@ -91,3 +91,21 @@ def test_existing_checkpoints_without_resume_are_not_overwritten(tmp_path, gpt2_
     distill(tiny_run_config(tmp_path / "run", gpt2_tokenizer_dir), stop_after=2)
     with pytest.raises(UserError, match="--resume"):
         distill(tiny_run_config(tmp_path / "run", gpt2_tokenizer_dir))
+
+
+def test_on_policy_batches_are_student_samples(tmp_path, gpt2_tokenizer_dir):
+    """With lmbda=1 every batch is replaced by student rollouts, so the distilled positions (and losses) change;
+    with lmbda=0 the run equals a plain off-policy run."""
+    base = dict(train={"max_steps": 2, "batch_size": 2, "learning_rate": 1e-3, "log_every": 1, "progress": False},
+                objective=[{"name": "reverse_kl", "weight": 1.0}])
+    def losses(name, on_policy):
+        config = tiny_run_config(tmp_path / name, gpt2_tokenizer_dir, **base)
+        if on_policy is not None:
+            config["on_policy"] = on_policy
+        distill(config)
+        return [json.loads(l)["loss"] for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    plain = losses("plain", None)
+    never = losses("never", {"lmbda": 0.0})
+    always = losses("always", {"lmbda": 1.0, "sampling": {"temperature": 1.0, "max_new_tokens": 6}})
+    assert never == plain
+    assert always != plain and all(value == value and value >= 0 for value in always)

@@ -7,6 +7,8 @@ _MODULES = [
     "generate",
     "encoder",
     "cache",
+    "demo",
+    "check",
 ]
 
 for _name in _MODULES:

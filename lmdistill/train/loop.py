@@ -22,11 +22,13 @@ from accelerate.utils import set_seed
 from lmdistill.cache import cached_teacher_terms, check_terms_for_cache, open_run_cache
 from lmdistill.config import RunConfig, dump_config
 from lmdistill.data.collate import batches_for_epoch
+from lmdistill.data.sampling import row_seed
 from lmdistill.errors import UserError
 from lmdistill.models import capture as attention_capture
 from lmdistill.train import checkpoint as ckpt
 from lmdistill.train.export import export_student, write_atomically
 from lmdistill.train.logging import MetricsLog, progress_bar
+from lmdistill.train.on_policy import should_use_student_samples, student_rollout
 from lmdistill.train.objective import Features, Masks, build_terms, compute_terms, needs_of, projection_widths, total_loss
 from lmdistill.train.setup import (
     StudentBundle, build_student, check_vocabularies, load_teacher, make_optimizer, plan_steps, tokenizer_source, warmup_cosine,
@@ -132,6 +134,9 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
             micro_indices = [global_indices[i * chunk + rank * train.batch_size:i * chunk + (rank + 1) * train.batch_size] for i in range(accumulation)]
             micro = [task.collate([train_examples[j] for j in indices], pad_id) for indices in micro_indices]
             micro = [{k: v.to(accelerator.device) for k, v in batch.items()} for batch in micro]
+            if config.on_policy is not None:
+                micro = [_maybe_student_samples(config, accelerator.unwrap_model(bundle).student, tokenizer, b, step, i, rank)
+                         for i, b in enumerate(micro)]
             loss_count = accelerator.reduce(sum(task.targets(b)[1].sum() for b in micro).float(), reduction="sum")
             token_count = accelerator.reduce(sum(b["attention_mask"].sum() for b in micro).float(), reduction="sum")
             progress = step / plan.total_steps
@@ -207,6 +212,17 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
         export_student(accelerator.unwrap_model(bundle), tokenizer, student_dir)
     accelerator.wait_for_everyone()
     return RunResult(output_dir, student_dir, step, loss_value, skipped, stopped_early=step < plan.total_steps)
+
+
+def _maybe_student_samples(config: RunConfig, student, tokenizer, batch, step: int, micro_index: int, rank: int):
+    """GKD: with probability lmbda replace the batch's completions by the student's own samples (same prompts).
+
+    The decision depends on (seed, step, micro-batch) only, so every process and a resumed run make the same one."""
+    if not should_use_student_samples(config.seed, step, micro_index, config.on_policy.lmbda):
+        return batch
+    generator = torch.Generator().manual_seed(row_seed(config.seed, step, micro_index, rank))
+    return student_rollout(student, batch, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                           sampling=config.on_policy.sampling, generator=generator)
 
 
 def _prepare_output_dir(output_dir: Path, resume: bool) -> None:

