@@ -1,0 +1,181 @@
+"""``run_preflight``: load what a run config names (or take what the engine already loaded) and check it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmdistill.config import RunConfig
+from lmdistill.errors import UserError
+from lmdistill.preflight import checks
+from lmdistill.preflight.report import PreflightReport
+from lmdistill.preflight.resources import check_memory, check_output_dir, student_parameter_count
+
+NOT_GIVEN: Any = object()  # distinguishes "not loaded yet" from "no teacher model" (a teacher cache)
+
+
+def offline_status(path: str) -> str | None:
+    """Why a model/tokenizer path cannot be checked here, or None when it is a local file or dir.
+
+    A path that does not exist is a hub id (``org/name``) or something an earlier run makes (``runs/x/student``);
+    one that looks local (``/``, ``.``, ``~``) and is missing is returned as ``"missing"``.
+    """
+    if Path(path).expanduser().exists():
+        return None
+    if path.startswith(("/", ".", "~")):
+        return "missing"
+    if path.count("/") <= 1:
+        return "hub id, not available offline"
+    return "not found here; an earlier run or stage makes it"
+
+
+def run_preflight(
+    config: RunConfig,
+    *,
+    tokenizer: Any = None,
+    teacher: Any = NOT_GIVEN,
+    student: Any = None,
+    train_examples: list[dict] | None = None,
+    device: torch.device | None = None,
+) -> PreflightReport:
+    """Check ``config`` before training; objects already built (the engine passes them) are not loaded again.
+
+    Returns the report; nothing raises for a user problem (each becomes an ``error`` line). ``teacher=None`` means
+    the run has no teacher model (a teacher-signal cache).
+    """
+    report = PreflightReport()
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    checks.check_objective(report, config)
+    if tokenizer is None:
+        tokenizer = _load_tokenizer(report, config)
+    if teacher is NOT_GIVEN:
+        teacher = _load_teacher(report, config)
+    elif teacher is not None:
+        report.ok("teacher", _describe_model(teacher))
+    if student is None:
+        student = _build_student(report, config, teacher)
+    else:
+        report.ok("student", _describe_model(student))
+    if tokenizer is not None:
+        _check_model_tokenizers(report, config, tokenizer)
+        if student is not None:
+            checks.check_vocab_sizes(report, tokenizer, teacher, student)
+    data_ok = tokenizer is None or checks.check_chat_template(report, config, tokenizer)
+    if train_examples is None and data_ok:
+        train_examples = _load_data(report, config, tokenizer)
+    models = {"student": student, "teacher": teacher}
+    if train_examples:
+        checks.check_token_range(report, train_examples, models)
+        checks.check_pad_eos(report, tokenizer, train_examples)
+        checks.check_loss_fraction(report, train_examples)
+    checks.check_sequence_length(report, config, models, train_examples)
+    check_output_dir(report, config, student_parameter_count(student) if student is not None else None)
+    if student is not None:
+        check_memory(report, config, student, teacher, device)
+    return report
+
+
+def _describe_model(model: Any) -> str:
+    shape = model.config
+    parameters = student_parameter_count(model)
+    return f"{shape.model_type}, {shape.num_hidden_layers} layers, width {shape.hidden_size}, {parameters / 1e6:.2f}M params"
+
+
+def _load_tokenizer(report: PreflightReport, config: RunConfig) -> Any | None:
+    from lmdistill.models.loading import load_tokenizer
+    from lmdistill.train.setup import tokenizer_source
+
+    try:
+        source = tokenizer_source(config)
+        status = offline_status(source)
+        if status not in (None, "missing"):
+            report.warning("tokenizer", f"{source}: not checked ({status})")
+            return None
+        tokenizer = load_tokenizer(source)
+    except UserError as error:
+        report.error("tokenizer", str(error))
+        return None
+    report.ok("tokenizer", f"{source}: {len(tokenizer)} tokens")
+    return tokenizer
+
+
+def _load_teacher(report: PreflightReport, config: RunConfig) -> Any | None:
+    from lmdistill.train.setup import load_teacher
+
+    first = config.teachers[0]
+    if first.cache is not None:
+        found = (Path(first.cache) / "manifest.json").is_file()
+        (report.ok if found else report.error)(
+            "teacher", f"cache {first.cache}" + ("" if found else " has no manifest.json; make it with `lmdistill cache`"))
+        return None
+    if first.path is not None and offline_status(first.path) not in (None, "missing"):
+        report.warning("teacher", f"{first.path}: not checked ({offline_status(first.path)})")
+        return None
+    try:
+        teacher = load_teacher(first, task=config.task, seed=config.seed)
+    except UserError as error:
+        report.error("teacher", str(error))
+        return None
+    report.ok("teacher", _describe_model(teacher))
+    return teacher
+
+
+def _build_student(report: PreflightReport, config: RunConfig, teacher: Any | None) -> Any | None:
+    from lmdistill.train.setup import build_student
+
+    source = config.student
+    if source.from_teacher is not None and teacher is None and not config.teachers[0].cache:
+        report.warning("student", "not checked (built from the teacher, which was not loaded)")
+        return None
+    if source.path is not None and offline_status(source.path) not in (None, "missing"):
+        report.warning("student", f"{source.path}: not checked ({offline_status(source.path)})")
+        return None
+    try:
+        student = build_student(source, teacher, task=config.task, seed=config.seed)
+    except UserError as error:
+        report.error("student", str(error))
+        return None
+    report.ok("student", _describe_model(student))
+    return student
+
+
+def _check_model_tokenizers(report: PreflightReport, config: RunConfig, tokenizer: Any) -> None:
+    """Models that ship their own tokenizer must agree with the run's (the teacher's unless `tokenizer:` is set)."""
+    from lmdistill.models.loading import load_tokenizer
+    from lmdistill.train.setup import tokenizer_source
+
+    source = tokenizer_source(config)
+    paths = {"student tokenizer": config.student.path, "teacher tokenizer": config.teachers[0].path}
+    for name, path in paths.items():
+        if not checks.has_own_tokenizer(path) or Path(path).resolve() == Path(source).expanduser().resolve():
+            continue
+        try:
+            checks.check_tokenizer_match(report, name, tokenizer, load_tokenizer(path), path)
+        except UserError as error:
+            report.error(name, str(error))
+
+
+def _load_data(report: PreflightReport, config: RunConfig, tokenizer: Any | None) -> list[dict] | None:
+    from lmdistill.data.readers import read_records
+    from lmdistill.tasks import get_task
+
+    try:
+        if tokenizer is None:
+            records = read_records(config.data.train, dataset_split=config.data.dataset_split, max_examples=config.data.max_examples)
+            report.warning("data", f"{len(records)} records read; tokenisation not checked (no tokenizer)")
+            return None
+        train, evaluation = get_task(config.task).load_datasets(config.data, tokenizer, config.seed)
+        _check_batch(config, len(train))
+    except UserError as error:
+        report.error("data", str(error))
+        return None
+    report.ok("data", f"{len(train)} train examples" + (f", {len(evaluation)} eval" if evaluation else ""))
+    return train
+
+
+def _check_batch(config: RunConfig, examples: int) -> None:
+    from lmdistill.train.setup import plan_steps
+
+    plan_steps(examples, config.train.batch_size, config.train.gradient_accumulation_steps, 1, config.train.max_steps, config.train.epochs)
