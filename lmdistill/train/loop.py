@@ -8,6 +8,7 @@ positions of the whole global batch, so any split of it gives the same gradients
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 import logging
 import math
 import signal
@@ -25,6 +26,8 @@ from lmdistill.data.collate import batches_for_epoch
 from lmdistill.data.sampling import row_seed
 from lmdistill.errors import UserError
 from lmdistill.models import capture as attention_capture
+from lmdistill.train.features import forward_features, run_without_head, vocab_size
+from lmdistill.preflight import run_preflight
 from lmdistill.train import checkpoint as ckpt
 from lmdistill.train.export import export_student, write_atomically
 from lmdistill.train.logging import MetricsLog, progress_bar
@@ -47,17 +50,6 @@ class RunResult:
     final_loss: float
     skipped_steps: int
     stopped_early: bool = False
-
-
-def forward_features(model, batch, needs, task, *, grad: bool) -> Features:
-    """Run a model and keep what the objective needs (attention captured only when a term uses it); logits are
-    aligned with the task's targets."""
-    context = torch.enable_grad() if grad else torch.no_grad()
-    with context, (attention_capture.capture() if needs.attentions else contextlib.nullcontext()) as records:
-        segments = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}  # BERT sentence pairs
-        output = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=needs.hidden_states, **segments)
-    return Features(logits=task.align_logits(output.logits), hidden_states=output.hidden_states if needs.hidden_states else None,
-                    attentions=list(records) if needs.attentions else None)
 
 
 def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None = None) -> RunResult:
@@ -90,10 +82,18 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
     if needs.attentions:
         attention_capture.enable_capture(student)
         attention_capture.enable_capture(teacher)
+    # Large vocabularies: never materialise (tokens x vocab) logits; logit terms run fused from hidden states.
+    fused = (needs.logits and config.task == "causal_lm" and cache_path is None
+             and vocab_size(student) >= config.train.fused_vocab_threshold)
+    run_teacher = partial(run_without_head, teacher) if fused else teacher
+    if fused:
+        log.info("vocabulary of %d tokens: logit terms use the fused chunked loss", vocab_size(student))
     bundle = StudentBundle(student, projection_widths(terms, student.config.hidden_size, teacher_shape.hidden_size))
 
     task = get_task(config.task)
     train_examples, eval_examples = task.load_datasets(config.data, tokenizer, config.seed)
+    run_preflight(config, tokenizer=tokenizer, teacher=teacher, student=student, train_examples=train_examples,
+                  device=accelerator.device).raise_for_errors()
     cache = open_run_cache(cache_path, tokenizer, train_examples) if cache_path else None
     train = config.train
     plan = plan_steps(len(train_examples), train.batch_size, train.gradient_accumulation_steps, accelerator.num_processes, train.max_steps, train.epochs)
@@ -145,8 +145,10 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
             for i, batch in enumerate(micro):
                 sync = contextlib.nullcontext() if i == accumulation - 1 else accelerator.no_sync(bundle)
                 with sync, accelerator.autocast():
-                    teacher_features = forward_features(teacher, batch, needs, task, grad=False) if needs.teacher and teacher is not None else Features()
-                    student_features = forward_features(bundle, batch, needs, task, grad=True)
+                    teacher_features = (forward_features(run_teacher, batch, needs, task, grad=False, head_model=teacher if fused else None)
+                                        if needs.teacher and teacher is not None else Features())
+                    student_features = forward_features(partial(bundle, without_head=fused), batch, needs, task, grad=True,
+                                                        head_model=accelerator.unwrap_model(bundle).student if fused else None)
                     targets, loss_mask = task.targets(batch)
                     masks = Masks(loss=loss_mask, tokens=batch["attention_mask"].bool(), loss_count=loss_count, token_count=token_count)
                     if cache is None:
