@@ -15,7 +15,7 @@ from lmdistill.data.classification import build_classification_examples, collate
 from lmdistill.errors import UserError
 from lmdistill.tasks import get_task
 from lmdistill.tasks.classification import classification_scores
-from lmdistill.train.loop import forward_features
+from lmdistill.train.features import forward_features
 from lmdistill.train.objective import Needs
 from test_classification_helpers import make_tokenizer_dir, one_thread, run_config, tiny_bert  # noqa: F401
 

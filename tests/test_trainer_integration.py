@@ -15,7 +15,7 @@ from lmdistill.errors import UserError
 from lmdistill.integrations import DistillationTrainer, DistillationTrainingArguments
 from lmdistill.models import capture as attention_capture
 from lmdistill.tasks import get_task
-from lmdistill.train.loop import forward_features
+from lmdistill.train.features import forward_features
 from lmdistill.train.objective import Masks, build_terms, compute_terms, needs_of, projection_widths, total_loss
 from lmdistill.train.setup import StudentBundle
 

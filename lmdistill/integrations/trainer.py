@@ -20,7 +20,7 @@ from lmdistill.config import TermConfig
 from lmdistill.errors import UserError
 from lmdistill.models import capture as attention_capture
 from lmdistill.tasks import get_task
-from lmdistill.train.loop import forward_features
+from lmdistill.train.features import forward_features
 from lmdistill.train.objective import Features, Masks, build_terms, compute_terms, needs_of, projection_widths, total_loss
 
 @dataclass

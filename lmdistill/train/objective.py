@@ -50,6 +50,11 @@ class Features:
     logits: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: list[AttentionCapture] | None = None
+    # Large vocabularies: no logits; the last hidden state (aligned like logits) and the output head instead.
+    last_hidden: torch.Tensor | None = None
+    head_weight: torch.Tensor | None = None
+    head_bias: torch.Tensor | None = None
+    logit_softcap: float | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,9 @@ def compute_terms(
     for term in terms:
         params = term.params_at(progress)
         fn = spec(term.name).fn
-        if term.kind == "labels":
+        if term.kind in ("labels", "logits") and student.logits is None:
+            values[term.label] = _fused_term(term, params, student, teacher, targets, masks)
+        elif term.kind == "labels":
             per_position = fn(student.logits, targets, **params)
             values[term.label] = reduce(per_position, masks.loss, num_valid=masks.loss_count)
         elif term.kind == "logits":
@@ -149,6 +156,24 @@ def compute_terms(
         else:  # pragma: no cover - the registry only knows these kinds
             raise AssertionError(term.kind)
     return values
+
+
+def _fused_term(term, params, student: Features, teacher: Features, targets, masks: Masks) -> torch.Tensor:
+    """A logit term from hidden states and output heads, never materialising (tokens x vocab) logits."""
+    from lmdistill.losses.fused import fused_linear_divergence
+    from lmdistill.losses.fused_ce import chunked_linear_cross_entropy
+
+    if term.kind == "labels":
+        return chunked_linear_cross_entropy(student.last_hidden, student.head_weight, targets, bias=student.head_bias,
+                                            mask=masks.loss, num_valid=masks.loss_count, logit_softcap=student.logit_softcap,
+                                            **params)
+    size = min(student.head_weight.shape[0], teacher.head_weight.shape[0])
+    return fused_linear_divergence(
+        student.last_hidden, student.head_weight[:size], teacher.last_hidden, teacher.head_weight[:size],
+        student_bias=None if student.head_bias is None else student.head_bias[:size],
+        teacher_bias=None if teacher.head_bias is None else teacher.head_bias[:size],
+        divergence=term.name, mask=masks.loss, num_valid=masks.loss_count, logit_softcap=student.logit_softcap, **params,
+    )
 
 
 def shared_vocab(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -80,7 +80,9 @@ class StudentBundle(torch.nn.Module):
             {label: torch.nn.Linear(width_in, width_out, bias=False) for label, (width_in, width_out) in projection_widths.items()}
         )
 
-    def forward(self, **inputs):
+    def forward(self, without_head: bool = False, **inputs):
+        if without_head:  # large vocabularies: the loss applies the lm_head chunk by chunk
+            return getattr(self.student, self.student.base_model_prefix)(**inputs)
         return self.student(**inputs)
 
 

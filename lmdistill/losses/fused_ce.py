@@ -1,0 +1,55 @@
+"""Hard-label cross-entropy from hidden states and the lm_head, chunk by chunk (large vocabularies).
+
+Each chunk's logits are recomputed in backward (activation checkpointing), so at most one (chunk x V) tile is alive.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+
+def _chunk_cross_entropy_sum(hidden, weight, bias, targets, logit_softcap, label_smoothing):
+    logits = F.linear(hidden, weight, bias).float()
+    if logit_softcap is not None:
+        logits = logit_softcap * torch.tanh(logits / logit_softcap)
+    return F.cross_entropy(logits, targets, reduction="sum", label_smoothing=label_smoothing)
+
+
+def chunked_linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    num_valid: torch.Tensor | float | None = None,
+    logit_softcap: float | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    chunk_tokens: int = 512,
+) -> torch.Tensor:
+    """Masked-mean CE of ``targets`` under logits ``hidden @ weight.T + bias``, as ``reduce(ce(...), mask, num_valid)``.
+
+    Shapes: ``hidden`` (..., H), ``weight`` (V, H), ``targets`` and ``mask`` (...). Positions whose target is
+    ``ignore_index`` or whose mask is False are left out; the sum is divided by ``num_valid`` (default: their count).
+    """
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+    flat_targets = targets.reshape(-1)
+    valid = flat_targets != ignore_index
+    if mask is not None:
+        valid = valid & mask.reshape(-1).to(torch.bool)
+    rows = valid.nonzero().squeeze(-1)
+    total = flat_hidden.new_zeros((), dtype=torch.float32)
+    for chunk in rows.split(chunk_tokens):
+        total = total + checkpoint(
+            _chunk_cross_entropy_sum, flat_hidden[chunk], weight, bias, flat_targets[chunk], logit_softcap, label_smoothing,
+            use_reentrant=False,
+        )
+    denominator = rows.numel() if num_valid is None else num_valid
+    if isinstance(denominator, torch.Tensor):
+        denominator = denominator.to(total.dtype).clamp(min=1)
+    else:
+        denominator = max(float(denominator), 1.0)
+    return (total / denominator).to(hidden.dtype)
