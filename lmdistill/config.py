@@ -238,6 +238,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         for i, part in enumerate(parts[:-1]):
             node = _child(node, part, ".".join(parts[: i + 1]), create=True)
         last = parts[-1]
+        if not isinstance(node, (dict, list)):
+            raise UserError(f"override path {key!r} goes through a value that is not a mapping; check the key path")
         if isinstance(node, list):
             node[_index(node, last, key)] = value
         else:
@@ -249,7 +251,7 @@ def _child(node: Any, part: str, path: str, *, create: bool) -> Any:
     if isinstance(node, list):
         return node[_index(node, part, path)]
     if not isinstance(node, dict):
-        raise UserError(f"override path {path!r} goes through a value that is not a mapping")
+        raise UserError(f"override path {path!r} goes through a value that is not a mapping; check the key path")
     if part not in node or node[part] is None:
         node[part] = {}
     return node[part]
@@ -257,7 +259,7 @@ def _child(node: Any, part: str, path: str, *, create: bool) -> Any:
 
 def _index(node: list, part: str, path: str) -> int:
     if not part.isdigit() or int(part) >= len(node):
-        raise UserError(f"override path {path!r}: {part!r} is not an index of a list of {len(node)} items")
+        raise UserError(f"override path {path!r}: {part!r} is not an index of a list of {len(node)} items; use 0..{len(node) - 1}")
     return int(part)
 
 
@@ -278,6 +280,8 @@ def _describe(error: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         message = "unknown key; check the spelling against the documented config keys"
     more = f" (and {len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
+    if ";" not in message:  # pydantic's own messages name the problem only: add where to fix it
+        message += f"; add {path} to the config" if first["type"] == "missing" else f"; fix {path} in the config or override it"
     return f"{path}: {message}{more}"
 
 
