@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from lmdistill.errors import UserError
@@ -62,7 +63,7 @@ def load_model(
         _check_local_dir(location, what)
     try:
         model = model_class(task).from_pretrained(location, dtype=DTYPES[dtype], **gguf, **kwargs)
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:  # SafetensorError: truncated/corrupt weights
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot load {what} from {path!r}: {first_line[:300]}; check the path and that the files are complete") from None
     return model

@@ -31,7 +31,7 @@ def choose_layers(
     if layers is not None:
         bad = [i for i in layers if not 0 <= i < num_layers]
         if bad:
-            raise UserError(f"student.from_teacher.layers {bad} out of range: the teacher has layers 0..{num_layers - 1}")
+            raise UserError(f"student.from_teacher.layers {bad} out of range: the teacher has layers 0..{num_layers - 1}; choose layers in that range")
         return sorted(layers)
     if every is not None:
         return list(range(0, num_layers, every))
