@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from lmdistill.config import DataConfig, parse_config
+from lmdistill.config import parse_config
 from lmdistill.errors import UserError
 from lmdistill.train.export import write_atomically
 
@@ -140,7 +140,10 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
         _done(started, f"{runs[name].steps} steps, student at {runs[name].student_dir}")
 
     started = _stage(5, "evaluate teacher, distilled student and baseline on held-out prompts")
-    evaluation = evaluate_models(teacher_dir, runs["distilled"].student_dir, runs["baseline"].student_dir, out / "heldout.jsonl")
+    from lmdistill.eval.compare import evaluate_model_dirs
+
+    evaluation = evaluate_model_dirs({"student": runs["distilled"].student_dir, "baseline": runs["baseline"].student_dir},
+                                     str(out / "heldout.jsonl"), teacher=teacher_dir, data_format="chat")
     write_atomically(out / "distilled" / "evaluation.json", json.dumps({"models": evaluation}, indent=2))
     _done(started, "evaluation.json written")
 
@@ -153,42 +156,13 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
     return evaluation
 
 
-def evaluate_models(teacher_dir: Path, student_dir: Path, baseline_dir: Path, heldout: Path) -> dict[str, dict[str, Any]]:
-    """Held-out perplexity on the teacher's answers, agreement with the teacher, size and CPU speed of each model."""
-    from transformers import AutoModelForCausalLM
-
-    from lmdistill.data.causal import load_causal_datasets
-    from lmdistill.eval.footprint import measure_latency, model_footprint
-    from lmdistill.models.loading import load_tokenizer
-    from lmdistill.train.evaluate import evaluate_student
-
-    tokenizer = load_tokenizer(str(teacher_dir))
-    examples, _ = load_causal_datasets(DataConfig(train=str(heldout), format="chat", max_length=256), tokenizer, seed=0)
-    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
-    latency_input = torch.tensor([examples[0]["input_ids"][:128]])
-    results: dict[str, dict[str, Any]] = {}
-    for name, folder in (("teacher", teacher_dir), ("student", student_dir), ("baseline", baseline_dir)):
-        model = teacher if name == "teacher" else AutoModelForCausalLM.from_pretrained(folder).eval()
-        scores = evaluate_student(model, None if name == "teacher" else teacher, examples, tokenizer.pad_token_id, 4, torch.device("cpu"))
-        results[name] = {
-            "layers": model.config.num_hidden_layers,
-            **model_footprint(model),
-            **measure_latency(model, latency_input),
-            "perplexity": scores["eval/perplexity"],
-            **({"top1_agreement": scores["eval/top1_agreement"], "mean_token_kl": scores["eval/mean_token_kl"]} if name != "teacher" else {}),
-        }
-    return results
-
-
 def print_summary(evaluation: dict[str, dict[str, Any]], report: Path) -> None:
+    from lmdistill.eval.compare import SUMMARY_COLUMNS, summary_rows
+
     table = Table(title="teacher vs distilled student vs baseline (held-out teacher answers)")
-    for column in ("model", "layers", "parameters", "speed-up", "perplexity", "top-1 agreement", "KL(teacher||model)"):
+    for column in SUMMARY_COLUMNS:
         table.add_column(column, justify="right")
-    teacher_latency = evaluation["teacher"]["latency_ms_per_example"]
-    for name, row in evaluation.items():
-        table.add_row(
-            name, str(row["layers"]), f"{row['parameters'] / 1e6:.1f}M", f"{teacher_latency / row['latency_ms_per_example']:.2f}x",
-            f"{row['perplexity']:.2f}", f"{row.get('top1_agreement', 1.0):.3f}", f"{row.get('mean_token_kl', 0.0):.3f}",
-        )
+    for row in summary_rows(evaluation):
+        table.add_row(*row)
     console.print(table)
     console.print(f"report: {report}")

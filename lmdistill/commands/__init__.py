@@ -9,6 +9,7 @@ _MODULES = [
     "cache",
     "demo",
     "check",
+    "evaluate",
 ]
 
 for _name in _MODULES:

@@ -1,0 +1,95 @@
+"""Evaluate saved models side by side: held-out perplexity, agreement with a teacher, size and CPU speed.
+
+This is what ``lmdistill eval`` and the demo run; the result is the ``models`` mapping of ``evaluation.json`` that
+the report reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmdistill.config import DataConfig, DataFormat
+from lmdistill.errors import UserError
+
+
+def evaluate_model_dirs(
+    models: dict[str, str | Path],
+    data: str,
+    *,
+    teacher: str | Path | None = None,
+    data_format: DataFormat = "text",
+    text_field: str = "text",
+    prompt_field: str = "prompt",
+    completion_field: str = "completion",
+    reference_field: str | None = None,
+    max_examples: int | None = 200,
+    max_length: int = 256,
+    max_new_tokens: int = 64,
+    batch_size: int = 4,
+    latency_tokens: int = 128,
+) -> dict[str, dict[str, Any]]:
+    """Metrics per model name (``teacher`` first when given) on the held-out ``data``.
+
+    Every model: ``perplexity`` over the loss positions (completion tokens for prompt/completion or chat data),
+    ``parameters``, ``size_on_disk_bytes``, ``layers``, ``latency_ms_per_example`` and ``tokens_per_second`` (CPU
+    forward on one sequence of up to ``latency_tokens`` tokens). With a teacher, each other model also gets
+    ``top1_agreement`` and ``mean_token_kl`` = KL(teacher || model) per token. With ``reference_field`` (prompt data),
+    greedy generations are scored with ROUGE-1/2/L, BLEU and chrF.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from lmdistill.data.causal import load_causal_datasets
+    from lmdistill.data.readers import read_records
+    from lmdistill.eval.footprint import measure_latency, model_footprint
+    from lmdistill.eval.runner import evaluate_generation
+    from lmdistill.models.loading import load_model, load_tokenizer
+    from lmdistill.train.evaluate import evaluate_student
+
+    ordered = ({"teacher": teacher} if teacher is not None else {}) | dict(models)
+    tokenizer = load_tokenizer(str(teacher if teacher is not None else next(iter(models.values()))))
+    config = DataConfig(train=data, format=data_format, text_field=text_field, prompt_field=prompt_field,
+                        completion_field=completion_field, max_length=max_length, pack=False, max_examples=max_examples)
+    examples, _ = load_causal_datasets(config, tokenizer, seed=0)
+    references: list[str] | None = None
+    if reference_field is not None:
+        if data_format != "prompt_completion":
+            raise UserError("--reference-field needs prompt data: use --format prompt_completion")
+        records = read_records(data, max_examples=max_examples)
+        missing = [i for i, r in enumerate(records) if reference_field not in r]
+        if missing:
+            raise UserError(f"record {missing[0]} of {data} has no field {reference_field!r}; pass --reference-field with an existing field")
+        prompts = [str(r[prompt_field]) for r in records]
+        references = [str(r[reference_field]) for r in records]
+    latency_input = torch.tensor([examples[0]["input_ids"][:latency_tokens]])
+    teacher_model = load_model(str(teacher), what="teacher").eval() if teacher is not None else None
+    results: dict[str, dict[str, Any]] = {}
+    for name, folder in ordered.items():
+        model = teacher_model if name == "teacher" else load_model(str(folder), what=f"model {name}").eval()
+        reference_teacher = None if name == "teacher" else teacher_model
+        scores = evaluate_student(model, reference_teacher, examples, tokenizer.pad_token_id, batch_size, torch.device("cpu"))
+        row: dict[str, Any] = {"layers": model.config.num_hidden_layers, **model_footprint(model),
+                               **measure_latency(model, latency_input), "perplexity": scores["eval/perplexity"]}
+        if reference_teacher is not None:
+            row.update(top1_agreement=scores["eval/top1_agreement"], mean_token_kl=scores["eval/mean_token_kl"])
+        if references is not None:
+            row.update(evaluate_generation(model, tokenizer, prompts, references, max_new_tokens=max_new_tokens, batch_size=batch_size))
+        results[name] = row
+    return results
+
+
+def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """Rows for a printed table: model, layers, parameters, speed-up vs teacher, perplexity, agreement, KL."""
+    teacher_latency = results.get("teacher", {}).get("latency_ms_per_example")
+    rows = []
+    for name, row in results.items():
+        speed = f"{teacher_latency / row['latency_ms_per_example']:.2f}x" if teacher_latency else "-"
+        rows.append([name, str(row["layers"]), f"{row['parameters'] / 1e6:.1f}M", speed, f"{row['perplexity']:.2f}",
+                     f"{row['top1_agreement']:.3f}" if "top1_agreement" in row else "-",
+                     f"{row['mean_token_kl']:.3f}" if "mean_token_kl" in row else "-"])
+    return rows
+
+
+SUMMARY_COLUMNS = ("model", "layers", "parameters", "speed-up", "perplexity", "top-1 agreement", "KL(teacher||model)")
