@@ -1,0 +1,327 @@
+"""Benchmark a distillation training step: lmdistill's engine against TRL's GKDTrainer (lmbda=0), on CPU.
+
+Setups (each in a fresh subprocess, so the peak RSS is its own; memory = peak RSS minus the RSS once models and data
+are loaded): (1) ``lmdistill.distill`` with one forward-KL term (T = 1), timed from its metrics.jsonl after the
+warm-up steps; (2) TRL ``GKDTrainer`` with lmbda=0 (off-policy), beta=0 (forward KL in TRL's convention:
+``F.kl_div(student_log_probs, teacher_log_probs, log_target=True)`` = KL(p_teacher ‖ q_student)), temperature 1,
+on the same models, examples, batch size, optimizer settings and steps. The lmdistill subprocess then times the parts
+on one batch (teacher forward without grad; plain student step with CE: forward, backward, clip, AdamW) so the
+overhead of distillation over its parts is distill / (teacher_fwd + student_step) - 1.
+
+Models: random-init Llama teacher (hidden 256, 8 layers, 4 heads, 2 KV heads), student = 4 of its layers
+(weights copied); vocabularies 49,152 (lmdistill's fused path: no logits materialised) and 8,192 (logits path).
+Data: random token ids through a word-level tokenizer of exactly that vocabulary, packed into 128-token blocks.
+
+    .venv/bin/python benchmarks/engine_throughput.py [--write] [--steps 10 --warmup 3 --vocabs 49152 8192]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SECTION = "## Distillation step throughput"
+THREADS = 2
+BATCH, SEQ_LEN = 4, 128
+LEARNING_RATE = 1e-4
+TEACHER = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 8,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512, "tie_word_embeddings": False}
+STUDENT_LAYERS = 4
+
+
+def _proc_status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+class PeakMemory:
+    """Peak RSS over a baseline: ``start()`` resets VmHWM to the current RSS, ``stop()`` reads the peak."""
+
+    def __init__(self):
+        self.baseline = self.peak = None
+
+    def start(self) -> None:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: resets VmHWM to the current RSS
+        self.baseline = _proc_status("VmRSS")
+
+    def stop(self) -> None:
+        if self.peak is None:
+            self.peak = _proc_status("VmHWM")
+
+    @property
+    def over_baseline(self) -> int:
+        return self.peak - self.baseline
+
+
+# ---------------------------------------------------------------- data and config (shared by both setups)
+
+def make_tokenizer_and_data(workdir: Path, vocab: int, documents: int, seed: int = 0) -> tuple[Path, Path]:
+    """A word-level tokenizer of exactly ``vocab`` tokens ("<eos>" = 0, "w1".."w{vocab-1}") and a text file whose
+    documents are 127 random words each (+ EOS = 128 tokens), so packing gives full 128-token blocks."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = {"<eos>": 0, **{f"w{i}": i for i in range(1, vocab)}}
+    core = Tokenizer(models.WordLevel(words, unk_token="<eos>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer_dir = workdir / f"tokenizer-{vocab}"
+    PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>").save_pretrained(tokenizer_dir)
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab, (documents, SEQ_LEN - 1), generator=generator).tolist()
+    data = workdir / f"data-{vocab}.txt"
+    data.write_text("\n\n".join(" ".join(f"w{i}" for i in row) for row in ids) + "\n")
+    return tokenizer_dir, data
+
+
+def run_config(workdir: Path, vocab: int, steps: int, tokenizer_dir: Path, data: Path):
+    from lmdistill.config import parse_config
+
+    return parse_config({
+        "output_dir": str(workdir / f"run-lmdistill-{vocab}"),
+        "seed": 0,
+        "tokenizer": str(tokenizer_dir),
+        "teacher": {"config": {**TEACHER, "vocab_size": vocab}},
+        "student": {"from_teacher": {"count": STUDENT_LAYERS}},
+        "data": {"train": str(data), "format": "text", "max_length": SEQ_LEN, "pack": True},
+        "objective": [{"name": "forward_kl", "weight": 1.0, "temperature": 1.0}],
+        "train": {"max_steps": steps, "batch_size": BATCH, "learning_rate": LEARNING_RATE, "warmup_steps": 0,
+                  "weight_decay": 0.0, "max_grad_norm": 1.0, "log_every": 1, "progress": False},
+    })
+
+
+def _tokens_per_second(step_end_times: list[float], warmup: int) -> dict:
+    """Throughput over the steps after ``warmup``: ``step_end_times[k]`` = time at the end of optimizer step k+1."""
+    measured = step_end_times[warmup - 1:]
+    durations = [b - a for a, b in zip(measured, measured[1:])]
+    total = measured[-1] - measured[0]
+    return {"steps": len(durations), "seconds": total, "tokens_per_second": len(durations) * BATCH * SEQ_LEN / total,
+            "median_step_s": statistics.median(durations), "step_s": durations}
+
+
+# ---------------------------------------------------------------- child: lmdistill
+
+def child_lmdistill(args) -> dict:
+    from lmdistill import distill
+    from lmdistill.data.collate import collate_causal
+    from lmdistill.train import checkpoint, loop
+
+    config = run_config(args.workdir, args.vocab, args.warmup + args.steps, args.tokenizer, args.data)
+    memory, captured = PeakMemory(), {}
+    original_preflight, original_save = loop.run_preflight, checkpoint.save_checkpoint
+
+    def preflight_then_baseline(*a, **kw):  # runs once models and data are loaded, just before the optimizer
+        report = original_preflight(*a, **kw)
+        captured.update(kw)
+        memory.start()
+        return report
+
+    def peak_then_save(*a, **kw):  # the final checkpoint comes after the last step: it is not part of a step
+        memory.stop()
+        return original_save(*a, **kw)
+
+    loop.run_preflight, checkpoint.save_checkpoint = preflight_then_baseline, peak_then_save
+    distill(config)
+    memory.stop()
+    records = [json.loads(line) for line in (Path(config.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    ends = [r["elapsed_s"] for r in records if r.get("split") == "train"]
+    result = {"setup": "lmdistill", "vocab": args.vocab, **_tokens_per_second(ends, args.warmup),
+              "baseline_rss": memory.baseline, "peak_over_baseline": memory.over_baseline}
+    batch = collate_causal(captured["train_examples"][:BATCH], captured["tokenizer"].pad_token_id)
+    result["parts"] = time_parts(captured["teacher"], captured["student"], batch, args.warmup, args.steps)
+    return result
+
+
+def time_parts(teacher, student, batch, warmup: int, steps: int) -> dict:
+    """Interleaved timings on one batch: teacher forward (no grad, full logits) and a plain student CE step."""
+    optimizer = torch.optim.AdamW(student.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    teacher_s, student_s = [], []
+    student.train()
+    for index in range(warmup + steps):
+        started = time.perf_counter()
+        with torch.no_grad():
+            teacher(**inputs).logits
+        middle = time.perf_counter()
+        student(**inputs, labels=batch["labels"]).loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ended = time.perf_counter()
+        if index >= warmup:
+            teacher_s.append(middle - started)
+            student_s.append(ended - middle)
+    return {"teacher_forward_s": statistics.mean(teacher_s), "student_ce_step_s": statistics.mean(student_s),
+            "teacher_forward_median_s": statistics.median(teacher_s), "student_ce_step_median_s": statistics.median(student_s)}
+
+
+# ---------------------------------------------------------------- child: TRL GKDTrainer
+
+def child_trl(args) -> dict:
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl.experimental.gkd import GKDConfig, GKDTrainer
+
+    from lmdistill.data.collate import collate_causal
+    from lmdistill.models.loading import load_tokenizer
+    from lmdistill.tasks import get_task
+    from lmdistill.train.setup import build_student, load_teacher
+
+    config = run_config(args.workdir, args.vocab, args.warmup + args.steps, args.tokenizer, args.data)
+    tokenizer = load_tokenizer(config.tokenizer)
+    teacher = load_teacher(config.teachers[0], task=config.task, seed=config.seed)  # the same weights lmdistill gets
+    student = build_student(config.student, teacher, task=config.task, seed=config.seed)
+    examples, _ = get_task("causal_lm").load_datasets(config.data, tokenizer, config.seed)
+    dataset = Dataset.from_list(examples)
+    trl_args = GKDConfig(
+        output_dir=str(args.workdir / f"run-trl-{args.vocab}"), max_steps=config.train.max_steps, per_device_train_batch_size=BATCH,
+        gradient_accumulation_steps=1, learning_rate=LEARNING_RATE, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8,
+        weight_decay=0.0, max_grad_norm=1.0, lr_scheduler_type="cosine", warmup_steps=0, optim="adamw_torch",
+        lmbda=0.0, beta=0.0, temperature=1.0, seq_kd=False, max_length=SEQ_LEN,
+        gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True, seed=config.seed,
+        eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    ends: list[float] = []
+
+    class StepClock(TrainerCallback):
+        def on_step_end(self, *a, **kw):
+            ends.append(time.perf_counter())
+
+    trainer = GKDTrainer(model=student, teacher_model=teacher, args=trl_args, train_dataset=dataset, processing_class=tokenizer,
+                         data_collator=lambda rows: collate_causal([{k: r[k] for k in ("input_ids", "labels")} for r in rows],
+                                                                   tokenizer.pad_token_id),
+                         callbacks=[StepClock()])
+    memory = PeakMemory()
+    memory.start()
+    trainer.train()
+    memory.stop()
+    assert len(ends) == config.train.max_steps, (len(ends), config.train.max_steps)
+    return {"setup": "trl", "vocab": args.vocab, **_tokens_per_second(ends, args.warmup),
+            "baseline_rss": memory.baseline, "peak_over_baseline": memory.over_baseline}
+
+
+# ---------------------------------------------------------------- parent: run, tabulate, write
+
+def _run_child(setup: str, vocab: int, workdir: Path, tokenizer_dir: Path, data: Path, args) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", setup, "--vocab", str(vocab), "--workdir", str(workdir),
+               "--tokenizer", str(tokenizer_dir), "--data", str(data), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(THREADS)}
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"{setup} vocab={vocab} failed:\n{done.stderr[-4000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"  {setup} vocab={vocab}: {result['tokens_per_second']:.0f} tokens/s, peak +{result['peak_over_baseline'] / 2**20:.0f} MiB"
+          f" ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    return result
+
+
+def _machine() -> tuple[str, str]:
+    model = next((line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+                  if line.startswith("Model name")), "unknown CPU")
+    return model, subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def _mib(value: int) -> str:
+    return f"{value / 2**20:.0f} MiB"
+
+
+def render(results: list[dict], args, cpu: str, uptimes: list[str]) -> str:
+    by = {(r["setup"], r["vocab"]): r for r in results}
+    loads = [float(u.rsplit("load average:", 1)[1].split(",")[0]) for u in uptimes]
+    lines = [SECTION, "",
+             f"One distillation optimizer step (forward KL, T = 1), batch {BATCH} x {SEQ_LEN} tokens, float32, {args.steps} "
+             f"measured steps after {args.warmup} warm-up steps, each setup in a fresh process.",
+             f"Teacher: random Llama, hidden {TEACHER['hidden_size']}, {TEACHER['num_hidden_layers']} layers, "
+             f"{TEACHER['num_attention_heads']} heads ({TEACHER['num_key_value_heads']} KV), MLP {TEACHER['intermediate_size']}; "
+             f"student: {STUDENT_LAYERS} of its layers (weights copied). AdamW (0.9, 0.95), clip 1.0.",
+             f"Command: `.venv/bin/python benchmarks/engine_throughput.py --write`; machine: {cpu}, {THREADS} threads "
+             f"(`torch.set_num_threads({THREADS})`), {datetime.date.today().isoformat()}.",
+             f"`uptime` before / after: `{uptimes[0]}` / `{uptimes[1]}`."]
+    if max(loads) > 1:
+        lines.append(f"The machine was shared with other jobs (1-minute load average {min(loads):.1f}-{max(loads):.1f} on 2 cores): "
+                     "absolute times are inflated and noisy; ratios measured minutes apart carry that noise too.")
+    lines += ["", "| vocabulary | setup | tokens/s | median step (s) | peak RSS over loaded | tokens/s vs TRL | memory vs TRL |",
+              "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for vocab in args.vocabs:
+        trl = by[("trl", vocab)]
+        for setup, label in (("lmdistill", "lmdistill `distill`" + (" (fused)" if vocab >= 32768 else " (logits)")),
+                             ("trl", "TRL `GKDTrainer` (lmbda=0, beta=0)")):
+            r = by[(setup, vocab)]
+            lines.append(f"| {vocab:,} | {label} | {r['tokens_per_second']:.0f} | {r['median_step_s']:.3f} | "
+                         f"{_mib(r['peak_over_baseline'])} | {r['tokens_per_second'] / trl['tokens_per_second']:.2f}x | "
+                         f"{r['peak_over_baseline'] / trl['peak_over_baseline']:.2f}x |")
+    lines += ["", "Overhead of distillation over its parts, on one batch (parts timed interleaved in the lmdistill process "
+              "right after its run; mean seconds per step):", "",
+              "| vocabulary | teacher forward, no grad | student CE step | sum of parts | lmdistill distill step | overhead |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for vocab in args.vocabs:
+        r = by[("lmdistill", vocab)]
+        parts = r["parts"]
+        total = parts["teacher_forward_s"] + parts["student_ce_step_s"]
+        step = r["seconds"] / r["steps"]
+        lines.append(f"| {vocab:,} | {parts['teacher_forward_s']:.3f} | {parts['student_ce_step_s']:.3f} | {total:.3f} | "
+                     f"{step:.3f} | {step / total - 1:+.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str) -> None:
+    path = REPO / "BENCHMARKS.md"
+    current = path.read_text()  # re-read right before writing: other sections belong to others
+    if SECTION in current:
+        head, _, rest = current.partition(SECTION)
+        tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
+        current = head.rstrip("\n") + "\n\n" + text + tail
+    else:
+        current = current.rstrip("\n") + "\n\n" + text
+    path.write_text(current)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="replace this section of BENCHMARKS.md")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--vocabs", type=int, nargs="+", default=[49152, 8192])
+    parser.add_argument("--child", choices=["lmdistill", "trl"])
+    parser.add_argument("--vocab", type=int)
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--tokenizer", type=Path)
+    parser.add_argument("--data", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(THREADS)
+    if args.child:
+        result = (child_lmdistill if args.child == "lmdistill" else child_trl)(args)
+        print(json.dumps(result))
+        return
+    cpu, before = _machine()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="engine-throughput-") as tmp:
+        workdir = Path(tmp)
+        for vocab in args.vocabs:
+            tokenizer_dir, data = make_tokenizer_and_data(workdir, vocab, documents=BATCH * (args.warmup + args.steps) + BATCH)
+            for setup in ("lmdistill", "trl"):
+                results.append(_run_child(setup, vocab, workdir, tokenizer_dir, data, args))
+    after = _machine()[1]
+    text = render(results, args, cpu, [before, after])
+    print(text)
+    print(json.dumps(results), file=sys.stderr)
+    if args.write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()
