@@ -174,6 +174,8 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
                 log.warning("step %d: non-finite loss, step skipped (%d in a row)", step, consecutive_bad)
                 if consecutive_bad >= train.max_bad_steps:
                     save(step)
+                    stop.restore()  # give Ctrl-C back to the caller (an in-process caller keeps running)
+                    metrics.close()
                     raise UserError(
                         f"the loss was not finite for {consecutive_bad} consecutive steps (step {step}); the last good weights "
                         f"are in {ckpt.latest_checkpoint(output_dir)}; lower train.learning_rate or use precision: no"
