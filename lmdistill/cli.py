@@ -30,7 +30,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     _run_arguments(parser)
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir; "
+                        "SIGINT/SIGTERM save a checkpoint and exit with code 130")
 
 
 @command("losses", "list every registered loss with its parameters", lambda parser: None)
@@ -51,8 +52,11 @@ def _train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     result = distill(config, resume=args.resume)
-    state = "stopped early" if result.stopped_early else "finished"
-    print(f"{state} after {result.steps} steps (loss {result.final_loss:.4f}); student saved to {result.student_dir}")
+    if result.stopped_early:
+        # SIGINT/SIGTERM: checkpoint saved, clean exit, but not finished: 130 so `train && next` does not go on.
+        print(f"interrupted after {result.steps} steps (checkpoint saved); continue with --resume", file=sys.stderr)
+        return 130
+    print(f"finished after {result.steps} steps (loss {result.final_loss:.4f}); student saved to {result.student_dir}")
     return 0
 
 
