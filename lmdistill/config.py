@@ -81,13 +81,25 @@ class TeacherConfig(Strict):
         return self
 
 
+class LoraSettings(Strict):
+    """Train LoRA adapters (peft) instead of the student's weights; the teacher is never touched."""
+
+    r: int = Field(default=8, ge=1)
+    alpha: float = Field(default=16.0, gt=0)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    merge: bool = True  # export a merged model dir; False: the adapter only (peft format)
+
+
 class StudentConfig(Strict):
-    """The student: a model dir/id, a depth-pruned copy of the teacher, or a config with fresh weights."""
+    """The student: a model dir/id, a depth-pruned copy of the teacher, or a config with fresh weights; optionally
+    trained through LoRA adapters."""
 
     path: str | None = None
     from_teacher: FromTeacher | None = None
     config: dict[str, Any] | None = None
     dtype: Dtype = "float32"
+    lora: LoraSettings | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> "StudentConfig":
@@ -216,6 +228,9 @@ class RunConfig(Strict):
     teacher: TeacherConfig | list[TeacherConfig]
     student: StudentConfig
     tokenizer: str | None = None  # dir, hub id or .gguf file; default: the teacher's (the student's for a cache)
+    # Several teachers: logit terms use their weighted mixture in probability space; hidden-state and attention terms
+    # use this one teacher (an index into `teacher`).
+    feature_teacher: int = Field(default=0, ge=0)
     data: DataConfig
     objective: list[TermConfig] = Field(min_length=1)
     train: TrainConfig
@@ -224,6 +239,17 @@ class RunConfig(Strict):
     @property
     def teachers(self) -> list[TeacherConfig]:
         return self.teacher if isinstance(self.teacher, list) else [self.teacher]
+
+    @model_validator(mode="after")
+    def _teachers(self) -> "RunConfig":
+        teachers = self.teachers
+        if not teachers:
+            raise ValueError("teacher: give at least one teacher")
+        if self.feature_teacher >= len(teachers):
+            raise ValueError(f"feature_teacher={self.feature_teacher} but there are {len(teachers)} teachers (0-based index)")
+        if len(teachers) > 1 and any(t.cache is not None for t in teachers):
+            raise ValueError("a teacher cache works with a single teacher; cache each teacher's mixture yourself or drop the list")
+        return self
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -24,7 +24,13 @@ def export_student(bundle, tokenizer, student_dir: Path) -> Path:
     temporary = student_dir.with_name(f".{student_dir.name}.tmp")
     if temporary.exists():
         shutil.rmtree(temporary)
-    bundle.student.save_pretrained(temporary, safe_serialization=True)
+    student = bundle.student
+    if hasattr(student, "merge_and_unload") and getattr(student, "lmdistill_merge", True):
+        # LoRA: a plain model dir with the adapters merged in (a copy, so training could go on).
+        import copy
+
+        student = copy.deepcopy(student).merge_and_unload()
+    student.save_pretrained(temporary, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(temporary)
     if len(bundle.projections):

@@ -50,6 +50,13 @@ def forward_features(run, batch, needs: Needs, task, *, grad: bool, head_model=N
     return features
 
 
+def base_model_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The causal LM's decoder without its lm_head (through a peft wrapper: LoRA layers live inside it)."""
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return getattr(model, model.base_model_prefix)
+
+
 def run_without_head(model: torch.nn.Module, **inputs):
     """The causal LM's base model (everything but the lm_head): returns last_hidden_state (and hidden_states)."""
-    return getattr(model, model.base_model_prefix)(**inputs)
+    return base_model_of(model)(**inputs)

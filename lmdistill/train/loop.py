@@ -32,7 +32,7 @@ from lmdistill.train import checkpoint as ckpt
 from lmdistill.train.export import export_student, write_atomically
 from lmdistill.train.logging import MetricsLog, progress_bar
 from lmdistill.train.on_policy import should_use_student_samples, student_rollout
-from lmdistill.train.objective import Features, Masks, build_terms, compute_terms, needs_of, projection_widths, total_loss
+from lmdistill.train.objective import Features, Masks, Needs, build_terms, compute_terms, needs_of, projection_widths, total_loss
 from lmdistill.train.setup import (
     StudentBundle, build_student, check_vocabularies, load_teacher, make_optimizer, plan_steps, tokenizer_source, warmup_cosine,
 )
@@ -70,20 +70,22 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
 
     tokenizer = load_tokenizer(tokenizer_source(config))
     cache_path = config.teachers[0].cache  # a teacher-signal cache replaces the teacher model (logit terms only)
-    teacher = None if cache_path else load_teacher(config.teachers[0], task=config.task, seed=config.seed)
+    teachers = [] if cache_path else [load_teacher(t, task=config.task, seed=config.seed) for t in config.teachers]
+    teacher = teachers[config.feature_teacher] if teachers else None  # hidden/attention features come from this one
     student = build_student(config.student, teacher, task=config.task, seed=config.seed)
-    if teacher is not None:
-        check_vocabularies(student, teacher, tokenizer)
+    for each in teachers:
+        check_vocabularies(student, each, tokenizer)
     teacher_shape = (teacher or student).config
     terms = build_terms(config.objective, student_layers=student.config.num_hidden_layers, teacher_layers=teacher_shape.num_hidden_layers)
     if cache_path:
         check_terms_for_cache(terms)
     needs = needs_of(terms)
+    logits_only = Needs(logits=True, hidden_states=False, attentions=False, teacher=True)  # the other teachers
     if needs.attentions:
         attention_capture.enable_capture(student)
         attention_capture.enable_capture(teacher)
     # Large vocabularies: never materialise (tokens x vocab) logits; logit terms run fused from hidden states.
-    fused = (needs.logits and config.task == "causal_lm" and cache_path is None
+    fused = (needs.logits and config.task == "causal_lm" and cache_path is None and len(teachers) == 1
              and vocab_size(student) >= config.train.fused_vocab_threshold)
     run_teacher = partial(run_without_head, teacher) if fused else teacher
     if fused:
@@ -102,8 +104,8 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
     # The scheduler stays outside prepare(): accelerate would step it once per process; we step it once per step.
     bundle, optimizer = accelerator.prepare(bundle, optimizer)
     accelerator.register_for_checkpointing(scheduler)
-    if teacher is not None:
-        teacher.to(accelerator.device)
+    for each in teachers:
+        each.to(accelerator.device)
 
     start_step, skipped = 0, 0
     latest = ckpt.latest_checkpoint(output_dir) if resume else None
@@ -147,6 +149,12 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
                 with sync, accelerator.autocast():
                     teacher_features = (forward_features(run_teacher, batch, needs, task, grad=False, head_model=teacher if fused else None)
                                         if needs.teacher and teacher is not None else Features())
+                    if len(teachers) > 1 and needs.logits:
+                        teacher_features.mixture = [
+                            (settings.weight, teacher_features.logits if each is teacher else
+                             forward_features(each, batch, logits_only, task, grad=False).logits)
+                            for settings, each in zip(config.teachers, teachers)
+                        ]
                     student_features = forward_features(partial(bundle, without_head=fused), batch, needs, task, grad=True,
                                                         head_model=accelerator.unwrap_model(bundle).student if fused else None)
                     targets, loss_mask = task.targets(batch)

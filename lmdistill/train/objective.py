@@ -9,6 +9,7 @@ the same loss as one big batch.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,8 @@ class Features:
     head_weight: torch.Tensor | None = None
     head_bias: torch.Tensor | None = None
     logit_softcap: float | None = None
+    # Several teachers: (weight, aligned logits) of each; logit terms use their mixture in probability space.
+    mixture: list[tuple[float, torch.Tensor]] | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,8 @@ def compute_terms(
             per_position = fn(student.logits, targets, **params)
             values[term.label] = reduce(per_position, masks.loss, num_valid=masks.loss_count)
         elif term.kind == "logits":
-            student_logits, teacher_logits = shared_vocab(student.logits, teacher.logits)
+            reference = teacher.logits if teacher.mixture is None else mix_teachers(teacher.mixture, params.get("temperature", 1.0))
+            student_logits, teacher_logits = shared_vocab(student.logits, reference)
             per_position = fn(student_logits, teacher_logits, **params)
             values[term.label] = reduce(per_position, masks.loss, num_valid=masks.loss_count)
         elif term.kind == "hidden":
@@ -174,6 +178,23 @@ def _fused_term(term, params, student: Features, teacher: Features, targets, mas
         teacher_bias=None if teacher.head_bias is None else teacher.head_bias[:size],
         divergence=term.name, mask=masks.loss, num_valid=masks.loss_count, logit_softcap=student.logit_softcap, **params,
     )
+
+
+def mix_teachers(mixture: list[tuple[float, torch.Tensor]], temperature: float) -> torch.Tensor:
+    """Logits z whose softmax(z / T) is the weighted mean of the teachers' softmax(z_k / T) (weights normalised).
+
+    z = T · logsumexp_k(log w_k + log_softmax(z_k / T)); shapes (..., V) each, cut to the shared vocabulary.
+    Identical teachers give logits that differ from each one's by a per-row constant, so every softmax-based loss
+    is unchanged.
+    """
+    size = min(logits.shape[-1] for _, logits in mixture)
+    total = sum(weight for weight, _ in mixture)
+    dtype = torch.float64 if mixture[0][1].dtype == torch.float64 else torch.float32
+    stacked = torch.stack([
+        torch.log_softmax(logits[..., :size].to(dtype) / temperature, dim=-1) + math.log(weight / total)
+        for weight, logits in mixture
+    ])
+    return temperature * torch.logsumexp(stacked, dim=0)
 
 
 def shared_vocab(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,8 +39,25 @@ def build_student(config: StudentConfig, teacher: torch.nn.Module | None, *, tas
         log.info("student keeps teacher layers %s", keep)
     else:
         student = model_from_config(config.config, task=task, dtype=config.dtype, seed=seed + 1)
+    if config.lora is not None:
+        student = with_lora(student, config.lora, task=task)
     student.train()
     return student
+
+
+def with_lora(student: torch.nn.Module, lora, *, task: str) -> torch.nn.Module:
+    """Wrap the student with trainable LoRA adapters (peft); its own weights are frozen."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise UserError("student.lora needs peft: pip install 'lmdistill[lora]'") from None
+    settings = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+        task_type="SEQ_CLS" if task == "sequence_classification" else "CAUSAL_LM",
+    )
+    model = get_peft_model(student, settings)
+    model.lmdistill_merge = lora.merge  # read by the export: merged model dir, or the adapter alone
+    return model
 
 
 def tokenizer_source(config: RunConfig) -> str:
@@ -82,7 +99,9 @@ class StudentBundle(torch.nn.Module):
 
     def forward(self, without_head: bool = False, **inputs):
         if without_head:  # large vocabularies: the loss applies the lm_head chunk by chunk
-            return getattr(self.student, self.student.base_model_prefix)(**inputs)
+            from lmdistill.train.features import run_without_head
+
+            return run_without_head(self.student, **inputs)
         return self.student(**inputs)
 
 
