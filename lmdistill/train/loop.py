@@ -118,13 +118,13 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
         ckpt.save_checkpoint(accelerator, output_dir, step, {"step": step, "fingerprint": fingerprint, "skipped_steps": skipped}, train.keep_checkpoints)
 
     metrics = MetricsLog(output_dir, enabled=accelerator.is_main_process, resume_step=start_step)
-    stop = _StopSignal()
     pad_id = tokenizer.pad_token_id
     rank, world, accumulation = accelerator.process_index, accelerator.num_processes, train.gradient_accumulation_steps
     orders: dict[int, list[list[int]]] = {}
     consecutive_bad, loss_value, step = 0, float("nan"), start_step
     started, tokens_seen = time.perf_counter(), 0
-    with progress_bar(train.progress and accelerator.is_main_process) as bar:
+    # _StopSignal restores the previous handlers on any exit, so an in-process caller always gets Ctrl-C back.
+    with progress_bar(train.progress and accelerator.is_main_process) as bar, _StopSignal() as stop:
         bar_task = bar.add_task("distill", total=plan.total_steps, completed=start_step, loss=float("nan"), tokens_per_second=0.0)
         while step < plan.total_steps:
             epoch, index = divmod(step, plan.steps_per_epoch)
@@ -182,7 +182,6 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
                 log.warning("step %d: non-finite loss, step skipped (%d in a row)", step, consecutive_bad)
                 if consecutive_bad >= train.max_bad_steps:
                     save(step)
-                    stop.restore()  # give Ctrl-C back to the caller (an in-process caller keeps running)
                     metrics.close()
                     raise UserError(
                         f"the loss was not finite for {consecutive_bad} consecutive steps (step {step}); the last good weights "
@@ -215,7 +214,6 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
             if stop.requested:
                 log.warning("stopped at step %d; resume with --resume", step)
                 break
-    stop.restore()
     metrics.close()
     if step == plan.total_steps:
         save(step)
@@ -263,6 +261,12 @@ class _StopSignal:
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
+
+    def __enter__(self) -> "_StopSignal":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.restore()
 
     def restore(self) -> None:
         for signum, handler in self._previous.items():
