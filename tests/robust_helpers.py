@@ -60,7 +60,7 @@ def tiny_data(tmp_path_factory) -> Path:
     return write_text_data(tmp_path_factory.mktemp("data") / "train.jsonl")
 
 
-def tiny_config(output_dir, tokenizer_dir, data, **sections) -> dict:
+def tiny_config(output_dir, tokenizer_dir, data_file, **sections) -> dict:
     """A complete raw run config: tiny Llama teacher (4 layers) -> 2 layers pruned from it, on the synthetic text."""
     config = {
         "output_dir": str(output_dir),
@@ -68,7 +68,7 @@ def tiny_config(output_dir, tokenizer_dir, data, **sections) -> dict:
         "tokenizer": str(tokenizer_dir),
         "teacher": {"config": llama_config(VOCAB)},
         "student": {"from_teacher": {"layers": [0, 3]}},
-        "data": {"train": str(data), "format": "text", "max_length": 16},
+        "data": {"train": str(data_file), "format": "text", "max_length": 16},
         "objective": [{"name": "forward_kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}],
         "train": {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-2, "log_every": 1, "progress": False},
     }

@@ -79,6 +79,7 @@ def test_consecutive_bad_steps_stop_with_a_message_and_a_checkpoint_that_resumes
                                                                                 monkeypatch, capsys):
     train = {**LONG_RUN, "max_steps": 5, "max_bad_steps": 2}
     config = write_config(tmp_path / "run.yaml", tiny_config(tmp_path / "run", tiny_tokenizer_dir, tiny_data, train=train))
+    handler_before = signal.getsignal(signal.SIGINT)
     with monkeypatch.context() as patch:
         _nan_from_call(patch, 1)  # every step from step 2 on
         assert main(["train", "--config", str(config)]) == 2
@@ -87,7 +88,7 @@ def test_consecutive_bad_steps_stop_with_a_message_and_a_checkpoint_that_resumes
     assert "lower train.learning_rate" in err
     checkpoint = latest_checkpoint(tmp_path / "run")
     assert checkpoint.name == "step-00000002" and json.loads((checkpoint / "trainer_state.json").read_text())["skipped_steps"] == 2
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the loop gave Ctrl-C back
+    assert signal.getsignal(signal.SIGINT) is handler_before  # the loop gave Ctrl-C back
     assert main(["train", "--config", str(config), "--resume"]) == 0
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2, 3, 4, 5] and all(line["loss"] == line["loss"] for line in lines[2:])

@@ -161,6 +161,11 @@ def _load_data(report: PreflightReport, config: RunConfig, tokenizer: Any | None
     from lmdistill.data.readers import read_records
     from lmdistill.tasks import get_task
 
+    sources = [config.data.train] if isinstance(config.data.train, str) else list(config.data.train)
+    hub = [source for source in sources if _is_hub_dataset(source)]
+    if hub:
+        report.warning("data", f"{', '.join(hub)}: not checked (`datasets` hub id; check does not download)")
+        return None
     try:
         if tokenizer is None:
             records = read_records(config.data.train, dataset_split=config.data.dataset_split, max_examples=config.data.max_examples)
@@ -173,6 +178,14 @@ def _load_data(report: PreflightReport, config: RunConfig, tokenizer: Any | None
         return None
     report.ok("data", f"{len(train)} train examples" + (f", {len(evaluation)} eval" if evaluation else ""))
     return train
+
+
+def _is_hub_dataset(source: str) -> bool:
+    """A `datasets` id such as ``tatsu-lab/alpaca``: not a local path and not named like a data file."""
+    from lmdistill.data.readers import SUPPORTED_SUFFIXES
+
+    named_like_file = any(suffix.lower() in SUPPORTED_SUFFIXES + (".gz",) for suffix in Path(source).suffixes)
+    return not Path(source).expanduser().exists() and not named_like_file and offline_status(source) == "hub id, not available offline"
 
 
 def _check_batch(config: RunConfig, examples: int) -> None:
