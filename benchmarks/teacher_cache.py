@@ -113,7 +113,7 @@ def _write_section(body: str) -> None:
         text = text.rstrip("\n") + "\n\n" + body + "\n"
     else:
         following = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + ("\n" + text[following + 1:] if following != -1 else "\n")
+        text = text[:start] + body.rstrip("\n") + ("\n\n" + text[following + 1:] if following != -1 else "\n")
     path.write_text(text)
 
 
