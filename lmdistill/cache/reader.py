@@ -7,7 +7,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from lmdistill.cache.format import INDEX, decode_log_probs, file_sha256, shard_name
@@ -37,7 +37,10 @@ class TeacherCache:
         self.vocab_size: int = self.manifest["vocab_size"]
         self.num_examples: int = self.manifest["num_examples"]
         self._shards = {entry["name"]: entry for entry in self.manifest["shards"]}
-        index = load_file(str(self.path / INDEX))
+        try:
+            index = load_file(str(self.path / INDEX))
+        except (OSError, SafetensorError):  # truncated or missing index: a one-line error, not a traceback
+            raise UserError(f"cache index {self.path / INDEX} is unreadable (truncated or missing); {_REBUILD}") from None
         self._shard_of, self._offset, self._length = index["shard"], index["offset"], index["length"]
         self._open: OrderedDict[int, object] = OrderedDict()
         self._verified: set[int] = set()
