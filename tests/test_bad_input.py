@@ -178,3 +178,18 @@ def test_real_process_prints_one_line_and_exits_2(tmp_path, content, expected):
                                capture_output=True, text=True, cwd=REPO, timeout=120)
     assert completed.returncode == 2
     _assert_one_error_line(completed.stderr, expected)
+
+
+@pytest.mark.parametrize("damaged,expected", [("shard-00000.safetensors", "is truncated or missing"),
+                                              ("index.safetensors", "is unreadable (truncated or missing)")])
+def test_truncated_cache_file(damaged, expected, tmp_path, tiny_tokenizer_dir, tiny_data, capsys):
+    config = write_config(tmp_path / "run.yaml", tiny_config(tmp_path / "run", tiny_tokenizer_dir, tiny_data))
+    cache = tmp_path / "cache"
+    assert main(["cache", "--config", str(config), "--top-k", "4", "--output", str(cache)]) == 0
+    target = cache / damaged
+    target.write_bytes(target.read_bytes()[:100])
+    raw = tiny_config(tmp_path / "student-run", tiny_tokenizer_dir, tiny_data, teacher={"cache": str(cache)},
+                      student={"config": llama_config(VOCAB, num_hidden_layers=2)}, objective=[{"name": "forward_kl"}])
+    capsys.readouterr()
+    assert main(["train", "--config", str(write_config(tmp_path / "student.yaml", raw))]) == 2
+    _assert_one_error_line(capsys.readouterr().err, expected)
