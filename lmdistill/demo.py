@@ -57,14 +57,9 @@ def convert_gguf_teacher(gguf: Path, target: Path) -> Path:
     """Dequantise the GGUF teacher once into a plain HF dir (safetensors), so later stages load it in a second."""
     if (target / "config.json").is_file():
         return target
-    from transformers import AutoModelForCausalLM
+    from lmdistill.models.loading import load_model, load_tokenizer
 
-    from lmdistill.models.loading import load_tokenizer
-
-    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    # save_pretrained fails on a GGUF-loaded object; a fresh model of the same config with its weights saves fine.
-    fresh = type(loaded)(loaded.config)
-    fresh.load_state_dict(loaded.state_dict())
+    fresh = load_model(str(gguf), what="demo teacher")
     temporary = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     fresh.save_pretrained(temporary)

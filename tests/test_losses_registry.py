@@ -11,7 +11,8 @@ EXPECTED = {
     "forward_kl": "logits", "reverse_kl": "logits", "jsd": "logits", "symmetric_kl": "logits", "tvd": "logits",
     "skew_forward_kl": "logits", "skew_reverse_kl": "logits", "adaptive_kl": "logits", "soft_ce": "logits",
     "logit_mse": "logits", "logit_cosine": "logits", "ce": "labels", "hidden_mse": "hidden",
-    "hidden_cosine": "hidden", "attention_kl": "attention", "attention_mse": "attention", "minilm": "attention",
+    "hidden_cosine": "hidden",
+    "hidden_mmd": "hidden", "attention_kl": "attention", "attention_mse": "attention", "minilm": "attention",
     "minilm_v2": "attention",
 }
 

