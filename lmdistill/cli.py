@@ -45,18 +45,18 @@ def _losses(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("train", "distil a teacher into a student as a config says", _train_arguments)
+@command("train", "distil a teacher into a student as a config says (a `preset:` config runs all its stages)", _train_arguments)
 def _train(args: argparse.Namespace) -> int:
-    from lmdistill.api import distill
-    from lmdistill.config import load_config
+    from lmdistill.presets import load_preset_config
+    from lmdistill.train.loop import distill
 
-    config = load_config(args.config, args.overrides)
-    result = distill(config, resume=args.resume)
-    if result.stopped_early:
-        # SIGINT/SIGTERM: checkpoint saved, clean exit, but not finished: 130 so `train && next` does not go on.
-        print(f"interrupted after {result.steps} steps (checkpoint saved); continue with --resume", file=sys.stderr)
-        return 130
-    print(f"finished after {result.steps} steps (loss {result.final_loss:.4f}); student saved to {result.student_dir}")
+    for config in load_preset_config(args.config, args.overrides):
+        result = distill(config, resume=args.resume)
+        if result.stopped_early:
+            # SIGINT/SIGTERM: checkpoint saved, clean exit, but not finished: 130 so `train && next` does not go on.
+            print(f"interrupted after {result.steps} steps (checkpoint saved); continue with --resume", file=sys.stderr)
+            return 130
+        print(f"finished after {result.steps} steps (loss {result.final_loss:.4f}); student saved to {result.student_dir}")
     return 0
 
 
