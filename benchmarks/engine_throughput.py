@@ -90,7 +90,7 @@ def run_config(workdir: Path, vocab: int, steps: int, tokenizer_dir: Path, data:
     from lmdistill.config import parse_config
 
     return parse_config({
-        "output_dir": str(workdir / f"run-lmdistill-{vocab}"),
+        "output_dir": tempfile.mkdtemp(prefix=f"run-{vocab}-", dir=workdir),  # fresh per process: no checkpoints to resume
         "seed": 0,
         "tokenizer": str(tokenizer_dir),
         "teacher": {"config": {**TEACHER, "vocab_size": vocab}},
@@ -102,13 +102,16 @@ def run_config(workdir: Path, vocab: int, steps: int, tokenizer_dir: Path, data:
     })
 
 
-def _tokens_per_second(step_end_times: list[float], warmup: int) -> dict:
-    """Throughput over the steps after ``warmup``: ``step_end_times[k]`` = time at the end of optimizer step k+1."""
-    measured = step_end_times[warmup - 1:]
-    durations = [b - a for a, b in zip(measured, measured[1:])]
-    total = measured[-1] - measured[0]
-    return {"steps": len(durations), "seconds": total, "tokens_per_second": len(durations) * BATCH * SEQ_LEN / total,
-            "median_step_s": statistics.median(durations), "step_s": durations}
+def step_times(clock: list[tuple[float, float]], warmup: int) -> dict:
+    """Per-step wall and CPU seconds after ``warmup``; ``clock[k]`` = (perf_counter, process_time) at the end of
+    optimizer step k+1. CPU time (all threads of the process) is less disturbed by other jobs on the machine."""
+    measured = clock[warmup - 1:]
+    return {"step_s": [b[0] - a[0] for a, b in zip(measured, measured[1:])],
+            "step_cpu_s": [b[1] - a[1] for a, b in zip(measured, measured[1:])]}
+
+
+def _now() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
 
 
 # ---------------------------------------------------------------- child: lmdistill
@@ -117,6 +120,7 @@ def child_lmdistill(args) -> dict:
     from lmdistill import distill
     from lmdistill.data.collate import collate_causal
     from lmdistill.train import checkpoint, loop
+    from lmdistill.train.logging import MetricsLog
 
     config = run_config(args.workdir, args.vocab, args.warmup + args.steps, args.tokenizer, args.data)
     memory, captured = PeakMemory(), {}
@@ -132,12 +136,19 @@ def child_lmdistill(args) -> dict:
         memory.stop()
         return original_save(*a, **kw)
 
-    loop.run_preflight, checkpoint.save_checkpoint = preflight_then_baseline, peak_then_save
+    clock: list[tuple[float, float]] = []
+
+    class ClockedMetrics(MetricsLog):  # log_every=1: the loop writes one train record right after each step
+        def write(self, record):
+            if record.get("split") == "train":
+                clock.append(_now())
+            super().write(record)
+
+    loop.run_preflight, checkpoint.save_checkpoint, loop.MetricsLog = preflight_then_baseline, peak_then_save, ClockedMetrics
     distill(config)
     memory.stop()
-    records = [json.loads(line) for line in (Path(config.output_dir) / "metrics.jsonl").read_text().splitlines()]
-    ends = [r["elapsed_s"] for r in records if r.get("split") == "train"]
-    result = {"setup": "lmdistill", "vocab": args.vocab, **_tokens_per_second(ends, args.warmup),
+    assert len(clock) == config.train.max_steps, (len(clock), config.train.max_steps)
+    result = {"setup": "lmdistill", "vocab": args.vocab, **step_times(clock, args.warmup),
               "baseline_rss": memory.baseline, "peak_over_baseline": memory.over_baseline}
     batch = collate_causal(captured["train_examples"][:BATCH], captured["tokenizer"].pad_token_id)
     result["parts"] = time_parts(captured["teacher"], captured["student"], batch, args.warmup, args.steps)
@@ -148,23 +159,23 @@ def time_parts(teacher, student, batch, warmup: int, steps: int) -> dict:
     """Interleaved timings on one batch: teacher forward (no grad, full logits) and a plain student CE step."""
     optimizer = torch.optim.AdamW(student.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    teacher_s, student_s = [], []
+    times: dict[str, list[float]] = {"teacher_s": [], "teacher_cpu_s": [], "student_s": [], "student_cpu_s": []}
     student.train()
     for index in range(warmup + steps):
-        started = time.perf_counter()
+        started = _now()
         with torch.no_grad():
             teacher(**inputs).logits
-        middle = time.perf_counter()
+        middle = _now()
         student(**inputs, labels=batch["labels"]).loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        ended = time.perf_counter()
+        ended = _now()
         if index >= warmup:
-            teacher_s.append(middle - started)
-            student_s.append(ended - middle)
-    return {"teacher_forward_s": statistics.mean(teacher_s), "student_ce_step_s": statistics.mean(student_s),
-            "teacher_forward_median_s": statistics.median(teacher_s), "student_ce_step_median_s": statistics.median(student_s)}
+            for name, (a, b) in (("teacher", (started, middle)), ("student", (middle, ended))):
+                times[f"{name}_s"].append(b[0] - a[0])
+                times[f"{name}_cpu_s"].append(b[1] - a[1])
+    return times
 
 
 # ---------------------------------------------------------------- child: TRL GKDTrainer
@@ -186,7 +197,7 @@ def child_trl(args) -> dict:
     examples, _ = get_task("causal_lm").load_datasets(config.data, tokenizer, config.seed)
     dataset = Dataset.from_list(examples)
     trl_args = GKDConfig(
-        output_dir=str(args.workdir / f"run-trl-{args.vocab}"), max_steps=config.train.max_steps, per_device_train_batch_size=BATCH,
+        output_dir=config.output_dir, max_steps=config.train.max_steps, per_device_train_batch_size=BATCH,
         gradient_accumulation_steps=1, learning_rate=LEARNING_RATE, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8,
         weight_decay=0.0, max_grad_norm=1.0, lr_scheduler_type="cosine", warmup_steps=0, optim="adamw_torch",
         lmbda=0.0, beta=0.0, temperature=1.0, seq_kd=False, max_length=SEQ_LEN,
@@ -194,11 +205,11 @@ def child_trl(args) -> dict:
         eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    ends: list[float] = []
+    clock: list[tuple[float, float]] = []
 
     class StepClock(TrainerCallback):
         def on_step_end(self, *a, **kw):
-            ends.append(time.perf_counter())
+            clock.append(_now())
 
     trainer = GKDTrainer(model=student, teacher_model=teacher, args=trl_args, train_dataset=dataset, processing_class=tokenizer,
                          data_collator=lambda rows: collate_causal([{k: r[k] for k in ("input_ids", "labels")} for r in rows],
@@ -208,8 +219,8 @@ def child_trl(args) -> dict:
     memory.start()
     trainer.train()
     memory.stop()
-    assert len(ends) == config.train.max_steps, (len(ends), config.train.max_steps)
-    return {"setup": "trl", "vocab": args.vocab, **_tokens_per_second(ends, args.warmup),
+    assert len(clock) == config.train.max_steps, (len(clock), config.train.max_steps)
+    return {"setup": "trl", "vocab": args.vocab, **step_times(clock, args.warmup),
             "baseline_rss": memory.baseline, "peak_over_baseline": memory.over_baseline}
 
 
@@ -224,7 +235,8 @@ def _run_child(setup: str, vocab: int, workdir: Path, tokenizer_dir: Path, data:
     if done.returncode != 0:
         raise RuntimeError(f"{setup} vocab={vocab} failed:\n{done.stderr[-4000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"  {setup} vocab={vocab}: {result['tokens_per_second']:.0f} tokens/s, peak +{result['peak_over_baseline'] / 2**20:.0f} MiB"
+    print(f"  {setup} vocab={vocab}: median step {statistics.median(result['step_s']):.2f} s, "
+          f"peak +{result['peak_over_baseline'] / 2**20:.0f} MiB"
           f" ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     return result
 
@@ -239,42 +251,67 @@ def _mib(value: int) -> str:
     return f"{value / 2**20:.0f} MiB"
 
 
+def merge_rounds(results: list[dict]) -> dict[tuple[str, int], dict]:
+    """One entry per (setup, vocab): step-time lists concatenated over rounds, the largest peak RSS kept."""
+    merged: dict[tuple[str, int], dict] = {}
+    for result in results:
+        entry = merged.setdefault((result["setup"], result["vocab"]), {"peak_over_baseline": 0, "parts": {}, "rounds": 0})
+        entry["rounds"] += 1
+        entry["peak_over_baseline"] = max(entry["peak_over_baseline"], result["peak_over_baseline"])
+        for key in ("step_s", "step_cpu_s"):
+            entry.setdefault(key, []).extend(result[key])
+        for key, values in result.get("parts", {}).items():
+            entry["parts"].setdefault(key, []).extend(values)
+    return merged
+
+
 def render(results: list[dict], args, cpu: str, uptimes: list[str]) -> str:
-    by = {(r["setup"], r["vocab"]): r for r in results}
+    by = merge_rounds(results)
+    median = statistics.median
     loads = [float(u.rsplit("load average:", 1)[1].split(",")[0]) for u in uptimes]
+    tokens = BATCH * SEQ_LEN
     lines = [SECTION, "",
-             f"One distillation optimizer step (forward KL, T = 1), batch {BATCH} x {SEQ_LEN} tokens, float32, {args.steps} "
-             f"measured steps after {args.warmup} warm-up steps, each setup in a fresh process.",
+             f"One distillation optimizer step (forward KL, T = 1), batch {BATCH} x {SEQ_LEN} tokens, float32; per setup "
+             f"{args.rounds} round(s) of {args.steps} measured steps after {args.warmup} warm-up steps, each round in a fresh "
+             "process, setups alternating order between rounds. Step times are medians over all measured steps; CPU s "
+             "is process CPU time (both threads) per step, which other jobs on the machine disturb less than wall time.",
              f"Teacher: random Llama, hidden {TEACHER['hidden_size']}, {TEACHER['num_hidden_layers']} layers, "
-             f"{TEACHER['num_attention_heads']} heads ({TEACHER['num_key_value_heads']} KV), MLP {TEACHER['intermediate_size']}; "
-             f"student: {STUDENT_LAYERS} of its layers (weights copied). AdamW (0.9, 0.95), clip 1.0.",
+             f"{TEACHER['num_attention_heads']} heads ({TEACHER['num_key_value_heads']} KV), MLP {TEACHER['intermediate_size']}, "
+             f"untied head; student: {STUDENT_LAYERS} of its layers (weights copied). AdamW (0.9, 0.95), lr {LEARNING_RATE}, clip 1.0. "
+             "TRL: `trl.experimental.gkd.GKDTrainer`, lmbda=0, beta=0 (forward KL), temperature 1, no eval/save/logging, "
+             "gradient checkpointing and bf16 off.",
              f"Command: `.venv/bin/python benchmarks/engine_throughput.py --write`; machine: {cpu}, {THREADS} threads "
              f"(`torch.set_num_threads({THREADS})`), {datetime.date.today().isoformat()}.",
              f"`uptime` before / after: `{uptimes[0]}` / `{uptimes[1]}`."]
     if max(loads) > 1:
         lines.append(f"The machine was shared with other jobs (1-minute load average {min(loads):.1f}-{max(loads):.1f} on 2 cores): "
-                     "absolute times are inflated and noisy; ratios measured minutes apart carry that noise too.")
-    lines += ["", "| vocabulary | setup | tokens/s | median step (s) | peak RSS over loaded | tokens/s vs TRL | memory vs TRL |",
-              "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+                     "wall times are inflated and noisy (single steps varied several-fold).")
+    lines += ["", "| vocabulary | setup | tokens/s (median step) | step wall s | step CPU s | peak RSS over loaded | "
+              "tokens/s vs TRL | CPU s vs TRL | memory vs TRL |",
+              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for vocab in args.vocabs:
         trl = by[("trl", vocab)]
         for setup, label in (("lmdistill", "lmdistill `distill`" + (" (fused)" if vocab >= 32768 else " (logits)")),
-                             ("trl", "TRL `GKDTrainer` (lmbda=0, beta=0)")):
+                             ("trl", "TRL `GKDTrainer`")):
             r = by[(setup, vocab)]
-            lines.append(f"| {vocab:,} | {label} | {r['tokens_per_second']:.0f} | {r['median_step_s']:.3f} | "
-                         f"{_mib(r['peak_over_baseline'])} | {r['tokens_per_second'] / trl['tokens_per_second']:.2f}x | "
+            wall, cpu_s = median(r["step_s"]), median(r["step_cpu_s"])
+            lines.append(f"| {vocab:,} | {label} | {tokens / wall:.0f} | {wall:.2f} | {cpu_s:.2f} | {_mib(r['peak_over_baseline'])} | "
+                         f"{median(trl['step_s']) / wall:.2f}x | {cpu_s / median(trl['step_cpu_s']):.2f}x | "
                          f"{r['peak_over_baseline'] / trl['peak_over_baseline']:.2f}x |")
-    lines += ["", "Overhead of distillation over its parts, on one batch (parts timed interleaved in the lmdistill process "
-              "right after its run; mean seconds per step):", "",
-              "| vocabulary | teacher forward, no grad | student CE step | sum of parts | lmdistill distill step | overhead |",
-              "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["", "Overhead of distillation over its parts on one batch: teacher forward without grad (full logits) and a plain "
+              "student step (HF forward with labels, backward, clip, AdamW), timed interleaved in the lmdistill process right "
+              "after its run; medians, seconds per step; overhead = distill / (teacher + student) - 1:", "",
+              "| vocabulary | teacher forward wall / CPU | student CE step wall / CPU | sum wall / CPU | distill step wall / CPU | "
+              "overhead wall | overhead CPU |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for vocab in args.vocabs:
         r = by[("lmdistill", vocab)]
-        parts = r["parts"]
-        total = parts["teacher_forward_s"] + parts["student_ce_step_s"]
-        step = r["seconds"] / r["steps"]
-        lines.append(f"| {vocab:,} | {parts['teacher_forward_s']:.3f} | {parts['student_ce_step_s']:.3f} | {total:.3f} | "
-                     f"{step:.3f} | {step / total - 1:+.0%} |")
+        parts = {key: median(values) for key, values in r["parts"].items()}
+        total, total_cpu = parts["teacher_s"] + parts["student_s"], parts["teacher_cpu_s"] + parts["student_cpu_s"]
+        step, step_cpu = median(r["step_s"]), median(r["step_cpu_s"])
+        lines.append(f"| {vocab:,} | {parts['teacher_s']:.2f} / {parts['teacher_cpu_s']:.2f} | {parts['student_s']:.2f} / "
+                     f"{parts['student_cpu_s']:.2f} | {total:.2f} / {total_cpu:.2f} | {step:.2f} / {step_cpu:.2f} | "
+                     f"{step / total - 1:+.0%} | {step_cpu / total_cpu - 1:+.0%} |")
     return "\n".join(lines) + "\n"
 
 
@@ -296,6 +333,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--vocabs", type=int, nargs="+", default=[49152, 8192])
+    parser.add_argument("--rounds", type=int, default=2, help="fresh-process runs per setup, alternating the order")
     parser.add_argument("--child", choices=["lmdistill", "trl"])
     parser.add_argument("--vocab", type=int)
     parser.add_argument("--workdir", type=Path)
@@ -311,10 +349,13 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="engine-throughput-") as tmp:
         workdir = Path(tmp)
-        for vocab in args.vocabs:
-            tokenizer_dir, data = make_tokenizer_and_data(workdir, vocab, documents=BATCH * (args.warmup + args.steps) + BATCH)
-            for setup in ("lmdistill", "trl"):
-                results.append(_run_child(setup, vocab, workdir, tokenizer_dir, data, args))
+        inputs = {vocab: make_tokenizer_and_data(workdir, vocab, documents=BATCH * (args.warmup + args.steps) + BATCH)
+                  for vocab in args.vocabs}
+        for round_index in range(args.rounds):
+            for vocab in args.vocabs:
+                order = ("lmdistill", "trl") if round_index % 2 == 0 else ("trl", "lmdistill")
+                for setup in order:
+                    results.append(_run_child(setup, vocab, workdir, *inputs[vocab], args))
     after = _machine()[1]
     text = render(results, args, cpu, [before, after])
     print(text)
