@@ -36,6 +36,8 @@ def test_smollm2_teacher_distils_into_a_pruned_four_layer_student(tmp_path):
     result = distill(config)
     student = AutoModelForCausalLM.from_pretrained(result.student_dir).eval()
     assert student.config.num_hidden_layers == 4 and student.config.vocab_size == 49152
+    assert getattr(student.config, "quantization_config", None) is None  # dequantised: reloads save again
+    student.save_pretrained(tmp_path / "resaved")
 
     # Independent check: KL(teacher || student) on held-out text fell from the untrained pruned copy's.
     tokenizer = load_tokenizer(str(result.student_dir))

@@ -92,7 +92,13 @@ def load_model(
 
 def _without_gguf_marks(model: torch.nn.Module) -> torch.nn.Module:
     """A plain copy of a GGUF-loaded model (dequantised weights): transformers refuses to save the loaded object."""
-    fresh = type(model)(model.config)
+    import copy
+
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        # The weights are dequantised now; a saved config that still names GGUF would make reloads unsaveable.
+        del config.quantization_config
+    fresh = type(model)(config)
     fresh.load_state_dict(model.state_dict())
     return fresh.to(next(model.parameters()).dtype)
 
