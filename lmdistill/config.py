@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lmdistill.errors import UserError
 
@@ -289,17 +289,23 @@ def _index(node: list, part: str, path: str) -> int:
     return int(part)
 
 
-def parse_config(raw: Any, *, source: str = "config") -> RunConfig:
-    """Validate a raw mapping into a :class:`RunConfig`; the first error becomes a one-line UserError."""
+def validate(model: type[BaseModel], raw: Any, *, source: str = "config"):
+    """Validate a raw mapping into ``model``; the first error becomes a one-line UserError naming the field path."""
     if not isinstance(raw, dict):
         raise UserError(f"{source}: expected a mapping of settings at the top level, got {type(raw).__name__}")
     try:
-        return RunConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as error:
-        raise UserError(f"{source}: {_describe(error)}") from None
+        raise UserError(f"{source}: {describe_validation_error(error)}") from None
 
 
-def _describe(error: ValidationError) -> str:
+def parse_config(raw: Any, *, source: str = "config") -> RunConfig:
+    """Validate a raw mapping into a :class:`RunConfig`; the first error becomes a one-line UserError."""
+    return validate(RunConfig, raw, source=source)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """The first validation error as ``field.path: problem; fix``, plus how many more there are."""
     first = error.errors()[0]
     path = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-", "tagged-"))) or "(top level)"
     message = first["msg"].removeprefix("Value error, ")
@@ -311,8 +317,8 @@ def _describe(error: ValidationError) -> str:
     return f"{path}: {message}{more}"
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML run config, apply ``key=value`` overrides, validate."""
+def read_yaml(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A YAML config file as a dict with ``key=value`` overrides applied; file and syntax problems are UserErrors."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} not found; pass an existing YAML file with --config")
@@ -324,8 +330,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raise UserError(f"{path}: malformed YAML{where}; fix the syntax ({getattr(error, 'problem', error)})") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; save the config as UTF-8 YAML") from None
-    raw = apply_overrides(raw if raw is not None else {}, overrides or [])
-    return parse_config(raw, source=str(path))
+    raw = raw if raw is not None else {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of settings at the top level, got {type(raw).__name__}")
+    return apply_overrides(raw, overrides or [])
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config, apply ``key=value`` overrides, validate."""
+    return parse_config(read_yaml(path, overrides), source=str(path))
 
 
 def dump_config(config: RunConfig) -> str:

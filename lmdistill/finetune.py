@@ -13,9 +13,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from lmdistill.config import RunConfig, apply_overrides, parse_config
+from lmdistill.config import RunConfig, apply_overrides, parse_config, read_yaml
 from lmdistill.errors import UserError
 
 
@@ -70,14 +69,7 @@ def finetune(config: RunConfig | dict[str, Any] | str | Path, *, overrides: list
     from lmdistill.train.loop import distill
 
     if isinstance(config, (str, Path)):
-        path = Path(config)
-        if not path.is_file():
-            raise UserError(f"config file {str(path)!r} not found; pass an existing YAML file with --config")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise UserError(f"{path}: malformed YAML; fix the syntax ({error})") from None
-        config = finetune_config(apply_overrides(raw, overrides or []), source=str(path))
+        config = finetune_config(read_yaml(config, overrides), source=str(config))
     elif isinstance(config, dict):
         config = finetune_config(apply_overrides(copy.deepcopy(config), overrides or []))
     return distill(config, resume=resume)

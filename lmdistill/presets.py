@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
-from lmdistill.config import RunConfig, apply_overrides, load_config, parse_config
+from lmdistill.config import RunConfig, apply_overrides, parse_config, read_yaml
 from lmdistill.errors import UserError
 
 
@@ -190,18 +189,10 @@ def _share_of_length(train: dict[str, Any], share: float) -> dict[str, Any]:
 
 def load_preset_config(path: str | Path, overrides: list[str] | None = None) -> list[RunConfig]:
     """Read a (preset) run config YAML, apply ``key=value`` overrides, expand into stage configs."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {str(path)!r} not found; pass an existing YAML file with --config")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise UserError(f"{path}: malformed YAML; fix the syntax ({error})") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping of settings at the top level")
+    raw = read_yaml(path, overrides)
     if "preset" not in raw:
-        return [load_config(path, overrides)]
-    return expand_preset_config(apply_overrides(raw, overrides or []), source=str(path))
+        return [parse_config(raw, source=str(path))]
+    return expand_preset_config(raw, source=str(path))
 
 
 def run_stages(configs: list[RunConfig], *, resume: bool = False) -> list:

@@ -72,7 +72,7 @@ def test_validation_errors_name_the_field(change, message):
 def test_missing_output_and_top_level_shape():
     raw = base()
     del raw["output"]
-    with pytest.raises(UserError, match=r"^config: output: Field required$"):
+    with pytest.raises(UserError, match=r"^config: output: Field required; add output to the config$"):
         parse_generate_config(raw)
     with pytest.raises(UserError, match="expected a mapping of settings at the top level, got list"):
         parse_generate_config([1])
@@ -83,7 +83,7 @@ def test_file_errors(tmp_path):
         load_generate_config(tmp_path / "absent.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("teacher: [unclosed\n")
-    with pytest.raises(UserError, match="not valid UTF-8 YAML"):
+    with pytest.raises(UserError, match="malformed YAML at line 2; fix the syntax"):
         load_generate_config(bad)
     good = tmp_path / "good.yaml"
     good.write_text("teacher: {path: t}\nprompts: {source: p.jsonl}\noutput: o.jsonl\n")

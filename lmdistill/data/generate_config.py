@@ -10,11 +10,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from lmdistill.config import SamplingConfig, Strict, TeacherConfig, _describe, apply_overrides
-from lmdistill.errors import UserError
+from lmdistill.config import SamplingConfig, Strict, TeacherConfig, read_yaml, validate
 
 
 class PromptsConfig(Strict):
@@ -138,22 +136,9 @@ class GenerateConfig(Strict):
 
 def parse_generate_config(raw: Any, *, source: str = "config") -> GenerateConfig:
     """Validate a raw mapping into a :class:`GenerateConfig`; the first error becomes a one-line UserError."""
-    if not isinstance(raw, dict):
-        raise UserError(f"{source}: expected a mapping of settings at the top level, got {type(raw).__name__}")
-    try:
-        return GenerateConfig.model_validate(raw)
-    except ValidationError as error:
-        raise UserError(f"{source}: {_describe(error)}") from None
+    return validate(GenerateConfig, raw, source=source)
 
 
 def load_generate_config(path: str | Path, overrides: list[str] | None = None) -> GenerateConfig:
     """Read a YAML generation config, apply ``key=value`` overrides, validate."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {str(path)!r} not found; pass an existing YAML file with --config")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: not valid UTF-8 YAML ({str(error).splitlines()[0]}); fix the syntax") from None
-    raw = apply_overrides(raw if raw is not None else {}, overrides or [])
-    return parse_generate_config(raw, source=str(path))
+    return parse_generate_config(read_yaml(path, overrides), source=str(path))

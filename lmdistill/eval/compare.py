@@ -39,8 +39,6 @@ def evaluate_model_dirs(
     ``top1_agreement`` and ``mean_token_kl`` = KL(teacher || model) per token. With ``reference_field`` (prompt data),
     greedy generations are scored with ROUGE-1/2/L, BLEU and chrF.
     """
-    from transformers import AutoModelForCausalLM
-
     from lmdistill.data.causal import load_causal_datasets
     from lmdistill.data.readers import read_records
     from lmdistill.eval.footprint import measure_latency, model_footprint

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 from functools import partial
 import logging
-import math
 import signal
 import time
 from dataclasses import dataclass

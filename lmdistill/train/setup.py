@@ -10,7 +10,7 @@ import torch
 
 from lmdistill.config import RunConfig, StudentConfig, TeacherConfig
 from lmdistill.errors import UserError
-from lmdistill.models.loading import load_model, load_tokenizer, model_from_config
+from lmdistill.models.loading import load_model, model_from_config
 from lmdistill.models.pruning import choose_layers, student_from_teacher
 
 log = logging.getLogger(__name__)
