@@ -247,6 +247,9 @@ class RunConfig(Strict):
             raise ValueError("teacher: give at least one teacher")
         if self.feature_teacher >= len(teachers):
             raise ValueError(f"feature_teacher={self.feature_teacher} but there are {len(teachers)} teachers (0-based index)")
+        if self.on_policy is not None and any(t.cache is not None for t in teachers):
+            raise ValueError("on_policy needs a live teacher to score the student's samples; a teacher cache holds only "
+                             "the training data's signal (drop on_policy or use teacher.path)")
         if len(teachers) > 1 and any(t.cache is not None for t in teachers):
             raise ValueError("a teacher cache works with a single teacher; cache each teacher's mixture yourself or drop the list")
         return self

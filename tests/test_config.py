@@ -61,6 +61,8 @@ def test_overrides_apply_dotted_paths_and_list_indices(tmp_path):
         ({"trian": {}}, "trian: unknown key"),
         ({"student": {"from_teacher": {"layers": [1, 1]}}}, "distinct layer indices"),
         ({"teacher": {"path": "a", "config": {"model_type": "llama"}}}, "exactly one of path, config, cache"),
+        ({"teacher": {"cache": "c"}, "on_policy": {"lmbda": 0.5}}, "on_policy needs a live teacher"),
+        ({"feature_teacher": 1}, "feature_teacher=1 but there are 1 teachers"),
     ],
 )
 def test_bad_configs_fail_at_load_with_the_field_path(changes, message):
