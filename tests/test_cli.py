@@ -30,3 +30,21 @@ def test_user_error_is_one_line_and_exit_code_2(tmp_path, capsys):
     assert main(["train", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "unknown loss 'nope'" in err and "\n" not in err and "Traceback" not in err
+
+
+def test_cli_runs_the_tiny_causal_example_end_to_end(tmp_path, monkeypatch, capsys):
+    """`lmdistill train --config configs/tiny-causal.yaml` from the repo root (its paths are relative to it)."""
+    from pathlib import Path
+
+    from conftest import require_shared_data
+
+    require_shared_data("tinystories")
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    out = tmp_path / "tiny"
+    code = main(["train", "--config", "configs/tiny-causal.yaml", f"output_dir={out}", "train.max_steps=3",
+                 "train.eval_every=3", "train.save_every=3", "train.progress=false"])
+    assert code == 0, capsys.readouterr().err
+    assert "finished after 3 steps" in capsys.readouterr().out
+    assert (out / "student" / "model.safetensors").is_file()
+    assert (out / "checkpoints" / "step-00000003" / "trainer_state.json").is_file()
