@@ -265,6 +265,16 @@ def merge_rounds(results: list[dict]) -> dict[tuple[str, int], dict]:
     return merged
 
 
+def paired_ratios(results: list[dict], vocab: int) -> list[tuple[float, float]]:
+    """Per round: (TRL / lmdistill) median step time, wall and CPU."""
+    ratios = []
+    for round_index in sorted({r["round"] for r in results}):
+        pair = {r["setup"]: r for r in results if r["vocab"] == vocab and r["round"] == round_index}
+        ratios.append(tuple(statistics.median(pair["trl"][key]) / statistics.median(pair["lmdistill"][key])
+                            for key in ("step_s", "step_cpu_s")))
+    return ratios
+
+
 def render(results: list[dict], args, cpu: str, uptimes: list[str]) -> str:
     by = merge_rounds(results)
     median = statistics.median
@@ -287,7 +297,7 @@ def render(results: list[dict], args, cpu: str, uptimes: list[str]) -> str:
         lines.append(f"The machine was shared with other jobs (1-minute load average {min(loads):.1f}-{max(loads):.1f} on 2 cores): "
                      "wall times are inflated and noisy (single steps varied several-fold).")
     lines += ["", "| vocabulary | setup | tokens/s (median step) | step wall s | step CPU s | peak RSS over loaded | "
-              "tokens/s vs TRL | CPU s vs TRL | memory vs TRL |",
+              "tokens/s vs TRL (pooled) | CPU s vs TRL (pooled) | memory vs TRL |",
               "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for vocab in args.vocabs:
         trl = by[("trl", vocab)]
@@ -312,6 +322,25 @@ def render(results: list[dict], args, cpu: str, uptimes: list[str]) -> str:
         lines.append(f"| {vocab:,} | {parts['teacher_s']:.2f} / {parts['teacher_cpu_s']:.2f} | {parts['student_s']:.2f} / "
                      f"{parts['student_cpu_s']:.2f} | {total:.2f} / {total_cpu:.2f} | {step:.2f} / {step_cpu:.2f} | "
                      f"{step / total - 1:+.0%} | {step_cpu / total_cpu - 1:+.0%} |")
+    lines += ["", "Speed-ups paired within each round (the two setups ran back to back, so under similar load), "
+              "TRL median step / lmdistill median step, wall / CPU:", ""]
+    paired = {vocab: paired_ratios(results, vocab) for vocab in args.vocabs}
+    for vocab, ratios in paired.items():
+        lines.append(f"- vocabulary {vocab:,}: " + ", ".join(f"round {i + 1}: {wall:.2f}x / {cpu_s:.2f}x" for i, (wall, cpu_s) in enumerate(ratios)))
+    lines += ["", "Targets (issue): >= 1.3x TRL's tokens/s at no more memory; overhead <= 10%. Speed below = median of the "
+              "paired ratios."]
+    for vocab in args.vocabs:
+        r, trl = by[("lmdistill", vocab)], by[("trl", vocab)]
+        speed = median(wall for wall, _ in paired[vocab])
+        speed_cpu = median(cpu_s for _, cpu_s in paired[vocab])
+        memory = r["peak_over_baseline"] / trl["peak_over_baseline"]
+        parts = {key: median(values) for key, values in r["parts"].items()}
+        overhead = median(r["step_s"]) / (parts["teacher_s"] + parts["student_s"]) - 1
+        overhead_cpu = median(r["step_cpu_s"]) / (parts["teacher_cpu_s"] + parts["student_cpu_s"]) - 1
+        met = speed >= 1.3 and speed_cpu >= 1.3 and memory <= 1.0
+        lines.append(f"- vocabulary {vocab:,}: speed {speed:.2f}x wall / {speed_cpu:.2f}x CPU at {memory:.2f}x the memory: "
+                     f"**{'met' if met else 'not met'}**; overhead {overhead:+.0%} wall / {overhead_cpu:+.0%} CPU: "
+                     f"**{'met' if max(overhead, overhead_cpu) <= 0.10 else 'not met'}**.")
     return "\n".join(lines) + "\n"
 
 
@@ -355,7 +384,7 @@ def main() -> None:
             for vocab in args.vocabs:
                 order = ("lmdistill", "trl") if round_index % 2 == 0 else ("trl", "lmdistill")
                 for setup in order:
-                    results.append(_run_child(setup, vocab, workdir, *inputs[vocab], args))
+                    results.append({**_run_child(setup, vocab, workdir, *inputs[vocab], args), "round": round_index})
     after = _machine()[1]
     text = render(results, args, cpu, [before, after])
     print(text)
