@@ -290,7 +290,7 @@ def render(results: list[dict], args, cpu: str, uptimes: list[str]) -> str:
              f"untied head; student: {STUDENT_LAYERS} of its layers (weights copied). AdamW (0.9, 0.95), lr {LEARNING_RATE}, clip 1.0. "
              "TRL: `trl.experimental.gkd.GKDTrainer`, lmbda=0, beta=0 (forward KL), temperature 1, no eval/save/logging, "
              "gradient checkpointing and bf16 off.",
-             f"Command: `.venv/bin/python benchmarks/engine_throughput.py --write`; machine: {cpu}, {THREADS} threads "
+             f"Command: `.venv/bin/python benchmarks/engine_throughput.py --write --rounds {args.rounds}`; machine: {cpu}, {THREADS} threads "
              f"(`torch.set_num_threads({THREADS})`), {datetime.date.today().isoformat()}.",
              f"`uptime` before / after: `{uptimes[0]}` / `{uptimes[1]}`."]
     if max(loads) > 1:
