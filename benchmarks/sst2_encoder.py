@@ -72,7 +72,8 @@ def train_section(batch_size: int, steps: int, learning_rate: float) -> dict:
 
 
 def teacher_key(args) -> str:
-    return f"teacher-n{args.teacher_examples}-s{args.teacher_steps}-lr{args.teacher_lr:g}-b{args.batch_size}-len{args.max_length}"
+    return (f"teacher-n{args.teacher_examples}-s{args.teacher_steps}-lr{args.teacher_lr:g}"
+            f"-b{args.batch_size}-len{args.max_length}")
 
 
 def finetune_teacher(args, model_dir: str, train: Path, work: Path) -> tuple[Path, float, bool]:
@@ -223,8 +224,10 @@ def main() -> None:
     sizes = {"teacher": size_and_latency(teacher_dir, dev, pad_token_id)}
     sizes.update({f"L{layers}": size_and_latency(path, dev, pad_token_id) for layers, path in by_depth.items()})
     table = comparison_table(results, sizes, teacher_name="teacher (fine-tuned all-MiniLM-L6-v2)")
-    walls = "; ".join(f"{m} L{l}: {statistics.mean([r['train_s'] for r in results if (r['method'], r['layers']) == (m, l)]):.0f} s"
-                      for m, l in dict.fromkeys((r["method"], r["layers"]) for r in results if r["method"] != "teacher"))
+    run_walls: dict[tuple[str, int], list[float]] = {}
+    for r in results[1:]:
+        run_walls.setdefault((r["method"], r["layers"]), []).append(r["train_s"])
+    walls = "; ".join(f"{method} L{layers}: {statistics.mean(seconds):.0f} s" for (method, layers), seconds in run_walls.items())
     minutes = (time.perf_counter() - started) / 60
     command = "benchmarks/sst2_encoder.py " + " ".join(sys.argv[1:])
     markdown = "\n".join([
@@ -244,7 +247,9 @@ def main() -> None:
         table, "",
         f"Command: `OMP_NUM_THREADS=1 .venv/bin/python {command}`; {minutes:.1f} min wall for this command "
         f"({'plus the teacher fine-tune,' if teacher_cached else 'including the teacher fine-tune,'} "
-        f"{teacher_row['train_s'] / 60:.1f} min, cached under --work-dir; then {args.jobs} student runs at once) on {machine()} (1 torch thread per process, cores shared with other jobs), torch {torch.__version__}, "
+        f"{teacher_row['train_s'] / 60:.1f} min, cached under --work-dir; then {args.jobs} "
+        f"student runs at once) on {machine()} (1 torch thread per process, cores shared with other jobs), "
+        f"torch {torch.__version__}, "
         f"{datetime.date.today().isoformat()}.",
     ])
     print(markdown)
