@@ -33,14 +33,19 @@ def _losses(folder):
 
 def test_two_identical_teachers_give_the_same_run_as_one(tmp_path, gpt2_tokenizer_dir):
     objective = [{"name": "forward_kl", "weight": 1.0, "temperature": 2.0}, {"name": "hidden_mse", "weight": 0.1}]
-    one = tiny_run_config(tmp_path / "one", gpt2_tokenizer_dir, objective=objective)
-    two = tiny_run_config(tmp_path / "two", gpt2_tokenizer_dir, objective=objective)
+    # Several teachers always materialise logits; make the single-teacher run take the same path.
+    train = {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-3, "log_every": 1, "progress": False,
+             "fused_vocab_threshold": 10**9}
+    one = tiny_run_config(tmp_path / "one", gpt2_tokenizer_dir, objective=objective, train=train)
+    two = tiny_run_config(tmp_path / "two", gpt2_tokenizer_dir, objective=objective, train=train)
     two["teacher"] = [dict(two["teacher"], weight=1.0), dict(two["teacher"], weight=2.0)]
     distill(one)
     distill(two)
     for a, b in zip(_losses(tmp_path / "one"), _losses(tmp_path / "two"), strict=True):
         for key in ("loss", "loss/forward_kl", "loss/hidden_mse"):
-            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), key
+            # Exact in float64 (test above); in float32, log-probs over 50,257 tokens carry ~1e-6 absolute rounding,
+            # which the mixture's extra log_softmax/logsumexp passes on to a KL of ~7e-3.
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), key
 
 
 def test_lora_student_trains_adapters_only(tmp_path, gpt2_tokenizer_dir):

@@ -307,7 +307,7 @@ def test_cli_generate(make, tmp_path, capsys, gpt2_tokenizer_dir, prompts_file):
     assert "cli.jsonl: 2 rows written, 0 filtered, 0 already done" in capsys.readouterr().out
     assert len(rows_of(tmp_path / "cli.jsonl")) == 2
     assert main(["generate", "--config", str(config), "sampling.num_samples=0"]) == 2
-    assert capsys.readouterr().err == f"error: {config}: sampling.num_samples: Input should be greater than or equal to 1\n"
+    assert capsys.readouterr().err == f"error: {config}: sampling.num_samples: Input should be greater than or equal to 1; fix sampling.num_samples in the config or override it\n"
 
 
 def test_shipped_dialogsum_config_on_real_data_with_a_random_teacher(tmp_path, gpt2_tokenizer_dir):
