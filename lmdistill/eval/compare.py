@@ -90,4 +90,4 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
-SUMMARY_COLUMNS = ("model", "layers", "parameters", "speed-up", "perplexity", "top-1 agreement", "KL(teacher||model)")
+SUMMARY_COLUMNS = ("model", "layers", "params", "speed-up", "perplexity", "top-1 agree", "KL(t||m)")
