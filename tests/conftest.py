@@ -17,6 +17,19 @@ def require_shared_data(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for tiny models: on two shared cores, two threads were many times slower (and the float
+    reduction order stays the same in the subprocesses that inherit it). Opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return require_shared_data()

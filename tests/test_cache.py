@@ -22,16 +22,9 @@ from lmdistill.models.loading import load_tokenizer
 from lmdistill.tasks import get_task
 from lmdistill.train.setup import load_teacher
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 VOCAB = 98
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread on a shared machine; restored after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,9 @@ from lmdistill.config import parse_config
 from lmdistill.errors import UserError
 from lmdistill.losses.sparse import sparse_from_logits
 from lmdistill.train.objective import Features, Masks, build_terms, compute_terms
-from test_cache import VOCAB, char_run_config, char_tokenizer_dir, one_thread  # noqa: F401  (fixtures)
+from test_cache import VOCAB, char_run_config, char_tokenizer_dir  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TRAIN = {"max_steps": 4, "batch_size": 4, "gradient_accumulation_steps": 2, "learning_rate": 1e-3, "log_every": 1, "progress": False}
 OBJECTIVE = [{"name": "jsd", "weight": 1.0, "beta": 0.3, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]

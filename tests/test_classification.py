@@ -17,7 +17,9 @@ from lmdistill.tasks import get_task
 from lmdistill.tasks.classification import classification_scores
 from lmdistill.train.features import forward_features
 from lmdistill.train.objective import Needs
-from test_classification_helpers import make_tokenizer_dir, one_thread, run_config, tiny_bert  # noqa: F401
+from test_classification_helpers import make_tokenizer_dir, run_config, tiny_bert  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,6 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB = SPECIAL + POSITIVE + NEGATIVE + FILLER
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on two shared, loaded cores two threads are many times slower for these tiny models."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def make_tokenizer_dir(folder: Path) -> Path:
     from transformers import BertTokenizer
 

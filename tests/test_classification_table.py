@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 import torch
 
 from lmdistill.tasks.classification_table import comparison_table, dev_accuracy, size_and_latency
-from test_classification_helpers import one_thread, tiny_bert  # noqa: F401
+from test_classification_helpers import tiny_bert  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_table_rows_by_hand():

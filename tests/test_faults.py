@@ -25,17 +25,10 @@ from lmdistill.losses import registry
 from lmdistill.train.checkpoint import latest_checkpoint
 from robust_helpers import tiny_config, tiny_data, tiny_tokenizer_dir, write_config  # noqa: F401
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 LONG_RUN = {"max_steps": 60, "batch_size": 4, "learning_rate": 1e-2, "warmup_steps": 5, "log_every": 1, "progress": False}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread here and in the subprocesses: same float reduction order (exact comparisons) and no contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:

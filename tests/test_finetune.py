@@ -15,7 +15,9 @@ from lmdistill.eval.classification import accuracy
 from lmdistill.finetune import finetune, finetune_config
 from lmdistill.models.loading import load_tokenizer, model_from_config
 from lmdistill.tasks.classification import predict_logits
-from test_classification_helpers import VOCAB, make_tokenizer_dir, one_thread, tiny_bert, write_sentiment  # noqa: F401
+from test_classification_helpers import VOCAB, make_tokenizer_dir, tiny_bert, write_sentiment  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

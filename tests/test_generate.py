@@ -18,6 +18,8 @@ from lmdistill.data.sampling import row_seed
 from lmdistill.errors import UserError
 from lmdistill.models.loading import model_from_config
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 EOS = 50256
 TEACHER = {
     "model_type": "llama", "vocab_size": 50257, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
@@ -29,15 +31,6 @@ SIMPLE_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread on a shared machine; restored after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture()

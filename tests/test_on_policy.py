@@ -13,18 +13,11 @@ from lmdistill.config import SamplingConfig
 from lmdistill.data.collate import collate_causal
 from lmdistill.train.on_policy import prompt_lengths, should_use_student_samples, student_rollout
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PAD = 0
 # (input ids, index of the first loss label); the third row's loss starts at 0, so its prompt is its first token
 ROWS = [([5, 9, 11, 3, 7, 8, 2], 3), ([4, 6, 10, 12, 14], 2), ([13, 15, 17, 19], 0), ([21, 22, 23, 24, 25, 26, 27, 28], 5)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread on a shared machine; restored after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,9 @@ from transformers import AutoModelForSequenceClassification
 from lmdistill.cli import main
 from lmdistill.errors import UserError
 from lmdistill.presets import PRESETS, describe_presets, expand_preset_config, preset_stages, run_stages
-from test_classification_helpers import make_tokenizer_dir, one_thread, run_config  # noqa: F401
+from test_classification_helpers import make_tokenizer_dir, run_config  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 E = [[-1, -1]]
 # (stage name, share, [(loss name, weight, layers, extra params)]) — written out from the papers, not from the code.

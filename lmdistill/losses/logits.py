@@ -86,6 +86,16 @@ def reverse_kl(student_logits, teacher_logits, *, temperature: float = 1.0, scal
     return _scaled(_kl_from_log_probs(log_s, log_t), temperature, scale_by_temperature_squared)
 
 
+def jsd_from_log_probs(log_s: torch.Tensor, log_t: torch.Tensor, beta: float) -> torch.Tensor:
+    """Generalized JSD from log-probabilities over the last axis (shared by the live and the cached-teacher loss)."""
+    if beta == 0:
+        return _kl_from_log_probs(log_t, log_s)
+    if beta == 1:
+        return _kl_from_log_probs(log_s, log_t)
+    log_m = _log_mixture(beta, log_t, log_s)
+    return beta * _kl_from_log_probs(log_t, log_m) + (1 - beta) * _kl_from_log_probs(log_s, log_m)
+
+
 @register("jsd", "logits")
 def jsd(
     student_logits, teacher_logits, *, temperature: float = 1.0, scale_by_temperature_squared: bool = True,
@@ -98,14 +108,7 @@ def jsd(
     """
     _check_unit_interval("beta", beta)
     log_s, log_t = _prepare(student_logits, teacher_logits, temperature)
-    if beta == 0:
-        loss = _kl_from_log_probs(log_t, log_s)
-    elif beta == 1:
-        loss = _kl_from_log_probs(log_s, log_t)
-    else:
-        log_m = _log_mixture(beta, log_t, log_s)
-        loss = beta * _kl_from_log_probs(log_t, log_m) + (1 - beta) * _kl_from_log_probs(log_s, log_m)
-    return _scaled(loss, temperature, scale_by_temperature_squared)
+    return _scaled(jsd_from_log_probs(log_s, log_t, beta), temperature, scale_by_temperature_squared)
 
 
 @register("symmetric_kl", "logits")

@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 
 from lmdistill.errors import UserError
-from lmdistill.losses.logits import _check_unit_interval, _kl_from_log_probs, _log_mixture, _scaled
+from lmdistill.losses.logits import _check_unit_interval, _kl_from_log_probs, _log_mixture, _scaled, jsd_from_log_probs
 
 
 @dataclass
@@ -120,14 +120,7 @@ def sparse_jsd(student_logits, teacher, *, temperature: float = 1.0, scale_by_te
     KL and β = 1 reverse KL exactly (as the live :func:`~lmdistill.losses.logits.jsd`). -> (...)."""
     _check_unit_interval("beta", beta)
     log_s, log_t = _prepare(student_logits, teacher, temperature)
-    if beta == 0:
-        loss = _kl_from_log_probs(log_t, log_s)
-    elif beta == 1:
-        loss = _kl_from_log_probs(log_s, log_t)
-    else:
-        log_m = _log_mixture(beta, log_t, log_s)
-        loss = beta * _kl_from_log_probs(log_t, log_m) + (1 - beta) * _kl_from_log_probs(log_s, log_m)
-    return _scaled(loss, temperature, scale_by_temperature_squared)
+    return _scaled(jsd_from_log_probs(log_s, log_t, beta), temperature, scale_by_temperature_squared)
 
 
 def sparse_symmetric_kl(student_logits, teacher, *, temperature: float = 1.0, scale_by_temperature_squared: bool = True):
