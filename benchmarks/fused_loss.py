@@ -1,6 +1,7 @@
 """Benchmark the fused large-vocabulary divergence against naive, matmul-only, Liger-Kernel and TRL, on CPU.
 
-Each (method, divergence) runs forward + backward once in a fresh subprocess, so the peak RSS is its own; the
+Each (method, divergence) runs forward + backward in a fresh subprocess (the matmul bound and the fused loss
+--rounds times, interleaved, compared round by round), so the peak RSS is its own; the
 reported memory is peak RSS minus the RSS right after the inputs were created. Prints a Markdown table and, with
 ``--write``, replaces the "## Fused large-vocabulary divergence" section of BENCHMARKS.md.
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -113,20 +115,61 @@ def worker(method: str, divergence: str, tokens: int, hidden_size: int, vocab: i
     return {"wall_s": wall, "peak_over_inputs_bytes": _rss_bytes("VmHWM") - base, "exact_peak": exact_peak}
 
 
+PAIRED = ["matmul_bound", "fused"]  # run --rounds times each, interleaved, and compared round by round
+
+
+def _run_worker(method: str, divergence: str, args) -> dict:
+    command = [sys.executable, __file__, "--worker", method, divergence, "--tokens", str(args.tokens),
+               "--hidden", str(args.hidden), "--vocab", str(args.vocab)]
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    lines = completed.stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        result = {"error": f"exit {completed.returncode}: {completed.stderr.strip().splitlines()[-1:]}"}
+    print(f"{divergence:16s} {method:14s} {result}", file=sys.stderr, flush=True)
+    return result
+
+
+def _summarise(runs: list[dict]) -> dict:
+    """Median wall and peak over the rounds; the per-round walls are kept for the paired ratios."""
+    failed = [run for run in runs if "error" in run]
+    if failed:
+        return failed[0]
+    return {"wall_s": statistics.median(run["wall_s"] for run in runs),
+            "peak_over_inputs_bytes": max(run["peak_over_inputs_bytes"] for run in runs),
+            "round_walls": [run["wall_s"] for run in runs]}
+
+
+def _ratio_cell(result: dict, bound: dict) -> str:
+    """Wall / bound; for the paired methods the median of the per-round ratios with their range."""
+    if not bound.get("wall_s"):
+        return "–"
+    own, reference = result.get("round_walls"), bound.get("round_walls")
+    if own and reference and own is not reference and len(own) == len(reference) and len(own) > 1:
+        ratios = [a / b for a, b in zip(own, reference)]
+        return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}–{max(ratios):.2f})"
+    return f"{result['wall_s'] / bound['wall_s']:.2f}x"
+
+
 def _table(results: dict) -> str:
     lines = [
-        "| divergence | method | wall time (s) | ratio to matmul bound | peak RSS over inputs |",
-        "| --- | --- | ---: | ---: | ---: |",
+        "| divergence | method | runs | wall time (s, median) | ratio to matmul bound | peak RSS over inputs |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for divergence, by_method in results.items():
-        bound = by_method.get("matmul_bound", {}).get("wall_s")
-        for method, result in by_method.items():
-            if "error" in result:
-                lines.append(f"| {divergence} | {METHOD_LABELS[method]} | failed: {result['error']} | – | – |")
+        bound = by_method.get("matmul_bound", {})
+        for method in METHODS:
+            if method not in by_method:
                 continue
-            ratio = f"{result['wall_s'] / bound:.2f}x" if bound else "–"
+            result = by_method[method]
+            if "error" in result:
+                lines.append(f"| {divergence} | {METHOD_LABELS[method]} | – | failed: {result['error']} | – | – |")
+                continue
+            runs = len(result.get("round_walls") or [result])
             memory = f"{result['peak_over_inputs_bytes'] / 2**30:.2f} GiB"
-            lines.append(f"| {divergence} | {METHOD_LABELS[method]} | {result['wall_s']:.2f} | {ratio} | {memory} |")
+            lines.append(f"| {divergence} | {METHOD_LABELS[method]} | {runs} | {result['wall_s']:.2f} | "
+                         f"{_ratio_cell(result, bound)} | {memory} |")
     return "\n".join(lines)
 
 
@@ -153,6 +196,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=896)
     parser.add_argument("--vocab", type=int, default=151936)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of the bound and the fused loss")
     parser.add_argument("--write", action="store_true", help="replace this benchmark's section of BENCHMARKS.md")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "DIVERGENCE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -161,26 +205,29 @@ def main() -> None:
         return
 
     results: dict[str, dict] = {}
+    methods = args.methods.split(",")
     for divergence in DIVERGENCES:
-        for method in args.methods.split(","):
-            command = [sys.executable, __file__, "--worker", method, divergence, "--tokens", str(args.tokens),
-                       "--hidden", str(args.hidden), "--vocab", str(args.vocab)]
-            completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-            lines = completed.stdout.strip().splitlines()
-            try:
-                result = json.loads(lines[-1])
-            except (IndexError, json.JSONDecodeError):
-                result = {"error": f"exit {completed.returncode}: {completed.stderr.strip().splitlines()[-1:]}"}
-            results.setdefault(divergence, {})[method] = result
-            print(f"{divergence:16s} {method:14s} {result}", file=sys.stderr, flush=True)
+        for method in methods:
+            if method in PAIRED:
+                continue
+            results.setdefault(divergence, {})[method] = _run_worker(method, divergence, args)
+        paired = [m for m in PAIRED if m in methods]
+        for round_index in range(args.rounds):  # alternate the order, so drift on the machine hits both alike
+            for method in paired if round_index % 2 == 0 else paired[::-1]:
+                result = _run_worker(method, divergence, args)
+                results.setdefault(divergence, {}).setdefault(method, {"runs": []})["runs"].append(result)
+        for method in paired:
+            results[divergence][method] = _summarise(results[divergence][method]["runs"])
     table = _table(results)
     print(table)
     if args.write:
-        command = "PYTHONPATH=. .venv/bin/python benchmarks/fused_loss.py --write"
+        command = f"PYTHONPATH=. .venv/bin/python benchmarks/fused_loss.py --write --rounds {args.rounds}"
         body = (
             f"{SECTION}\n\nForward + backward of one logit divergence from hidden states, float32, N={args.tokens} "
             f"tokens, H={args.hidden}, V={args.vocab}, student lm_head frozen (so the bound is three matrix products), "
-            f"one run per method in a fresh process.\nCommand: `{command}`; machine: {_cpu_model()}, "
+            f"each run in a fresh process; the bound and ours run {args.rounds} times, interleaved (order alternating), "
+            f"and their ratio is the median of the per-round ratios (range in brackets); the other methods run once.\n"
+            f"Command: `{command}`; machine: {_cpu_model()}, "
             f"{THREADS} threads (`torch.set_num_threads({THREADS})`), {datetime.date.today().isoformat()}.\n\n{table}\n"
         )
         _write_section(body)

@@ -10,6 +10,7 @@ import torch
 from lmdistill.errors import UserError
 from lmdistill.losses import get, reduce
 from lmdistill.losses.fused import fused_linear_divergence
+from lmdistill.losses.fused_chunks import even_chunk
 from lmdistill.losses.fused_kernels import KERNELS, RowBlock
 
 N, H_STUDENT, H_TEACHER, V = 37, 19, 23, 101
@@ -190,6 +191,16 @@ def test_memory_budget_sets_the_chunk_and_never_changes_the_result():
         for budget in (1, 2 * V * 8 * 7, 2**30)
     ]
     assert results[0] == pytest.approx(results[1], rel=1e-12) and results[1] == pytest.approx(results[2], rel=1e-12)
+
+
+@pytest.mark.parametrize("num_rows, max_chunk, expected", [
+    (2048, 551, 512), (2048, 4096, 2048), (10, 4, 4), (9, 4, 3), (7, 1, 1), (5, 0, 1), (0, 8, 1),
+])
+def test_chunks_are_equal_and_within_the_budget(num_rows, max_chunk, expected):
+    chunk = even_chunk(num_rows, max_chunk)
+    assert chunk == expected
+    if num_rows:
+        assert chunk <= max(max_chunk, 1) and -(-num_rows // chunk) == -(-num_rows // max(1, min(max_chunk, num_rows)))
 
 
 def test_teacher_never_gets_a_gradient():

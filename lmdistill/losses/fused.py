@@ -53,7 +53,7 @@ def fused_linear_divergence(
     logit_scale: float = 1.0,
     logit_softcap: float | None = None,
     chunk_tokens: int | None = None,
-    memory_budget_bytes: int = 256 * 2**20,
+    memory_budget_bytes: int = 640 * 2**20,
     **params: float,
 ) -> torch.Tensor:
     """Masked-mean logit divergence between student and teacher, computed from the student's hidden states.

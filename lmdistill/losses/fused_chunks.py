@@ -49,6 +49,19 @@ class TeacherSignal:
     valid_rows: torch.Tensor | None = field(default=None)
 
 
+def even_chunk(num_rows: int, max_chunk: int) -> int:
+    """Rows per chunk: as few chunks of at most ``max_chunk`` rows as cover ``num_rows``, all of equal size.
+
+    Each matrix product repacks the whole (V × H) weight, so a small leftover chunk costs nearly as much as a full
+    one; equal chunks keep every product as tall as the budget allows.
+    """
+    max_chunk = max(1, min(int(max_chunk), num_rows))
+    if num_rows <= 0:
+        return 1
+    num_chunks = -(-num_rows // max_chunk)
+    return -(-num_rows // num_chunks)
+
+
 def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
@@ -86,8 +99,7 @@ def fused_forward(student_hidden, student_weight, student_bias, teacher: Teacher
     from_hidden = teacher.hidden is not None
     itemsize = student_hidden.element_size()
     tile_bytes_per_token = (2 if from_hidden else 1) * vocab_size * itemsize
-    chunk = options.chunk_tokens or max(1, options.memory_budget_bytes // tile_bytes_per_token)
-    chunk = max(1, min(chunk, num_rows))
+    chunk = even_chunk(num_rows, options.chunk_tokens or options.memory_budget_bytes // tile_bytes_per_token)
     block_rows = max(1, min(chunk, _BLOCK_CACHE_BYTES // (_WORK_BUFFERS * vocab_size * 4)))
     student_tile = torch.empty(chunk, vocab_size, dtype=student_hidden.dtype, device=device)
     teacher_tile = torch.empty(chunk, vocab_size, dtype=teacher.weight.dtype, device=device) if from_hidden else None
