@@ -110,7 +110,7 @@ def student_job(args, method: str, layers: int, seed: int, teacher_dir: str, tra
     if method == BASELINE:
         raw["objective"] = [{"name": "ce"}]
     else:
-        raw["preset"] = method
+        raw["preset"] = parse_method(method)
     student_dir = run_stages(expand_preset_config(raw, source=method))[-1].student_dir
     train_s = time.perf_counter() - started
     for checkpoints in out.rglob("checkpoints"):
@@ -120,6 +120,18 @@ def student_job(args, method: str, layers: int, seed: int, teacher_dir: str, tra
 
     return {"method": method, "layers": layers, "seed": seed, "accuracy": dev_accuracy(student_dir, dev, pad_token_id),
             "train_s": round(train_s, 1), "student_dir": str(student_dir)}
+
+
+def parse_method(method: str) -> dict:
+    """``"textbrewer_general:temperature=2,hard_label_weight=1"`` -> ``{"name": ..., "temperature": 2.0, ...}``."""
+    name, _, options = method.partition(":")
+    preset: dict = {"name": name}
+    for option in filter(None, options.split(",")):
+        key, sep, value = option.partition("=")
+        if not sep:
+            sys.exit(f"method {method!r}: options are key=value pairs separated by commas")
+        preset[key] = float(value)
+    return preset
 
 
 def load_dev(tokenizer_dir: str, max_length: int) -> tuple[list[dict], int]:
@@ -158,16 +170,17 @@ def machine() -> str:
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work-dir", default="/tmp/lmdistill-sst2-v2")
-    parser.add_argument("--teacher-examples", type=int, default=10240, help="SST-2 train rows the teacher is tuned on")
-    parser.add_argument("--teacher-steps", type=int, default=320)
+    parser.add_argument("--teacher-examples", type=int, default=20480, help="SST-2 train rows the teacher is tuned on")
+    parser.add_argument("--teacher-steps", type=int, default=640)
+    parser.add_argument("--teacher-threads", type=int, default=2, help="torch threads for the (single) teacher run")
     parser.add_argument("--teacher-lr", type=float, default=1e-4)
-    parser.add_argument("--student-examples", type=int, default=1600, help="the first N of the teacher's rows")
-    parser.add_argument("--student-steps", type=int, default=100)
+    parser.add_argument("--student-examples", type=int, default=2560, help="the first N of the teacher's rows")
+    parser.add_argument("--student-steps", type=int, default=160)
     parser.add_argument("--student-lr", type=float, default=2e-4)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--methods", nargs="+", default=LOGIT_PRESETS, help="presets run at 3 layers besides label_only")
+    parser.add_argument("--methods", nargs="+", default=LOGIT_PRESETS, help="presets run at 3 layers besides label_only; NAME:key=value,... sets preset options")
     parser.add_argument("--methods-2-layer", nargs="*", default=["distilbert"], help="presets also run at 2 layers")
     parser.add_argument("--jobs", type=int, default=2, help="student runs at once, one process and one thread each")
     parser.add_argument("--teacher-only", action="store_true", help="fine-tune (or find) the teacher and stop")
@@ -182,14 +195,16 @@ def main() -> None:
     torch.set_num_threads(1)
     from lmdistill.tasks.classification_table import comparison_table, dev_accuracy, size_and_latency
 
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     teacher_train, student_train = work / f"train-{args.teacher_examples}.tsv", work / f"train-{args.student_examples}.tsv"
     subsample(DATA / "train.tsv", teacher_train, args.teacher_examples)
     student_rows = head_rows(teacher_train, student_train, args.student_examples)
     model_dir = teacher_source()
+    torch.set_num_threads(args.teacher_threads)
     teacher_dir, teacher_s, teacher_cached = finetune_teacher(args, model_dir, teacher_train, work)
+    torch.set_num_threads(1)
     print(json.dumps({"teacher": str(teacher_dir), "train_s": round(teacher_s, 1)}), flush=True)
     if args.teacher_only:
         return
@@ -241,14 +256,17 @@ def main() -> None:
         f"{args.student_steps} steps of {args.batch_size} "
         f"({args.student_steps * args.batch_size / student_rows:.1f} epochs) at lr {args.student_lr:g} (multi-stage presets "
         f"split those steps between their stages), teacher live. The label-only student has the same init, inputs, steps "
-        f"and schedule with `ce` alone. Presets at their shipped options (`lmdistill presets`). max_length "
+        f"and schedule with `ce` alone. Presets at their shipped options (`lmdistill presets`) unless the method "
+        f"names options (`preset:option=value`). max_length "
         f"{args.max_length}. Dev: all 872 rows. Latency: median forward time per example over a batch of 32 dev "
         f"sentences, CPU, 1 thread. Mean training wall per run: {walls}.", "",
         table, "",
         f"Command: `OMP_NUM_THREADS=1 .venv/bin/python {command}`; {minutes:.1f} min wall for this command "
         f"({'plus the teacher fine-tune,' if teacher_cached else 'including the teacher fine-tune,'} "
         f"{teacher_row['train_s'] / 60:.1f} min, cached under --work-dir; then {args.jobs} "
-        f"student runs at once) on {machine()} (1 torch thread per process, cores shared with other jobs), "
+        f"student runs at once, 1 torch thread each) on {machine()}, load average (1/5/15 min) "
+        f"{'/'.join(f'{x:.1f}' for x in load_before)} at the start and "
+        f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())} at the end, "
         f"torch {torch.__version__}, "
         f"{datetime.date.today().isoformat()}.",
     ])

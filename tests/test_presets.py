@@ -91,6 +91,8 @@ def test_options_and_stage_overrides(tmp_path, tokenizer_dir):
     assert configs[0].train.learning_rate == raw["train"].get("learning_rate", 5e-4)
     stages = preset_stages("semantic", alpha=0.25)
     assert [(t["name"], t["weight"]) for t in stages[0].objective] == [("reverse_kl", 0.25), ("hidden_mse", 0.75)]
+    brewer = preset_stages("textbrewer_general", hard_label_weight=0.5)[0].objective
+    assert [(t["name"], t["weight"]) for t in brewer][-2:] == [("hidden_mmd", 1.0), ("ce", 0.5)]
 
 
 def test_preset_mistakes_are_user_errors(tmp_path, tokenizer_dir):
@@ -104,6 +106,8 @@ def test_preset_mistakes_are_user_errors(tmp_path, tokenizer_dir):
         expand_preset_config({**raw, "preset": {"name": "distilbert", "alpha": 0.1}})
     with pytest.raises(UserError, match="alpha=1.5 is outside"):
         preset_stages("semantic", alpha=1.5)
+    with pytest.raises(UserError, match="hard_label_weight=-1 is negative"):
+        preset_stages("textbrewer_general", hard_label_weight=-1)
     with pytest.raises(UserError, match="stage_overrides names"):
         expand_preset_config({**raw, "preset": "distilbert", "stage_overrides": {"nope": {}}})
 
