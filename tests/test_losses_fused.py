@@ -242,3 +242,29 @@ def test_user_errors(change):
     tensors, _ = _inputs()
     with pytest.raises(UserError):
         fused_linear_divergence(**{**tensors, **change})
+
+
+@pytest.mark.parametrize(("name", "params"), [("forward_kl", {}), ("jsd", {"beta": 0.5}), ("tvd", {}),
+                                              ("skew_forward_kl", {"alpha": 0.1}), ("skew_reverse_kl", {"alpha": 0.1})])
+@pytest.mark.parametrize("signal", ["teacher_logits", "teacher_log_probs"])
+def test_minus_infinity_in_a_given_teacher_means_probability_zero(name, params, signal):
+    tensors, mask = _inputs()
+    student_logits = _linear(tensors["student_hidden"], tensors["student_weight"], tensors["student_bias"])
+    teacher_logits = _linear(tensors["teacher_hidden"], tensors["teacher_weight"], tensors["teacher_bias"])
+    ruled_out = torch.zeros_like(teacher_logits, dtype=torch.bool)
+    ruled_out[:, 3] = True
+    ruled_out[1, 5] = True
+    teacher_logits = teacher_logits.masked_fill(ruled_out, float("-inf"))
+    given = teacher_logits if signal == "teacher_logits" else torch.log_softmax(teacher_logits, -1)
+    fused = fused_linear_divergence(tensors["student_hidden"], tensors["student_weight"], student_bias=tensors["student_bias"],
+                                    divergence=name, mask=mask, chunk_tokens=5, **{signal: given}, **params)
+    expected = reduce(get(name)(student_logits, teacher_logits, **params), mask)
+    if name == "forward_kl":  # independently: the sum runs over the tokens the teacher allows only
+        teacher_log_probs = torch.log_softmax(teacher_logits, -1)
+        terms = teacher_log_probs.exp() * (teacher_log_probs - torch.log_softmax(student_logits, -1))
+        per_row = terms.masked_fill(ruled_out, 0.0).sum(-1)
+        _assert_close(expected, per_row[mask].mean(), rtol=1e-12)
+    assert torch.isfinite(fused)
+    _assert_close(fused, expected, rtol=1e-10)
+    for actual, wanted in zip(_grads(fused, tensors), _grads(expected, tensors)):
+        _assert_close(actual, wanted, rtol=1e-9, atol=1e-12)

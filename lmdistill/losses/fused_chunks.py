@@ -17,6 +17,7 @@ from lmdistill.losses.fused_kernels import Kernel, RowBlock
 # only the matmul's output tile and the gradient tile travel to and from memory.
 _BLOCK_CACHE_BYTES = 64 * 2**20  # ~40 rows at V=49k: fewer, larger elementwise ops (tiny blocks stall on busy cores)
 _WORK_BUFFERS = 8
+_RULED_OUT = torch.finfo(torch.float32).min / 2  # stands in for -inf teacher logits (see _process_block)
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,11 @@ def _process_block(student_in, teacher_in, teacher: TeacherSignal, work: _WorkBu
     else:
         # Given teacher logits are the model's final outputs: logit scale and softcap are already in them.
         teacher_logits = torch.mul(teacher_in, 1.0 / temperature, out=work.teacher_logits[:rows])
+    if teacher.logits is not None:
+        # A given teacher may rule tokens out with -inf (masked vocabularies, zero-probability log-probs). A huge
+        # finite value gives the same p = 0 after the softmax but keeps 0 · log p at 0 instead of NaN, as the
+        # unfused losses do; a divergence that is infinite there (reverse KL) stays infinite or overflows to inf.
+        teacher_logits.clamp_min_(_RULED_OUT)
     if softcap is not None and teacher.logits is None:
         teacher_logits.tanh_().mul_(softcap / temperature)
 
