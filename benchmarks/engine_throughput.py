@@ -9,7 +9,8 @@ on one batch (teacher forward without grad; plain student step with CE: forward,
 overhead of distillation over its parts is distill / (teacher_fwd + student_step) - 1.
 
 Models: random-init Llama teacher (hidden 256, 8 layers, 4 heads, 2 KV heads), student = 4 of its layers
-(weights copied); vocabularies 49,152 (lmdistill's fused path: no logits materialised) and 8,192 (logits path).
+(weights copied); vocabularies 49,152 and 8,192, both at or above lmdistill's default `train.fused_vocab_threshold`
+(8,192), so its logit terms run fused (no logits materialised).
 Data: random token ids through a word-level tokenizer of exactly that vocabulary, packed into 128-token blocks.
 
     .venv/bin/python benchmarks/engine_throughput.py [--write] [--steps 10 --warmup 3 --vocabs 49152 8192]
@@ -100,6 +101,13 @@ def run_config(workdir: Path, vocab: int, steps: int, tokenizer_dir: Path, data:
         "train": {"max_steps": steps, "batch_size": BATCH, "learning_rate": LEARNING_RATE, "warmup_steps": 0,
                   "weight_decay": 0.0, "max_grad_norm": 1.0, "log_every": 1, "progress": False},
     })
+
+
+def fused_threshold() -> int:
+    """lmdistill's default ``train.fused_vocab_threshold``, which the runs here keep."""
+    from lmdistill.config import TrainConfig
+
+    return TrainConfig.model_fields["fused_vocab_threshold"].default
 
 
 def step_times(clock: list[tuple[float, float]], warmup: int) -> dict:
@@ -301,7 +309,7 @@ def render(results: list[dict], args, cpu: str, uptimes: list[str]) -> str:
               "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for vocab in args.vocabs:
         trl = by[("trl", vocab)]
-        for setup, label in (("lmdistill", "lmdistill `distill`" + (" (fused)" if vocab >= 32768 else " (logits)")),
+        for setup, label in (("lmdistill", "lmdistill `distill`" + (" (fused)" if vocab >= fused_threshold() else " (logits)")),
                              ("trl", "TRL `GKDTrainer`")):
             r = by[(setup, vocab)]
             wall, cpu_s = median(r["step_s"]), median(r["step_cpu_s"])

@@ -191,7 +191,7 @@ class TrainConfig(Strict):
     save_every: int | None = Field(default=None, ge=1)
     keep_checkpoints: int = Field(default=2, ge=1)
     max_bad_steps: int = Field(default=5, ge=1)  # consecutive non-finite losses before the run stops
-    fused_vocab_threshold: int = Field(default=32768, ge=1)  # use the fused logit loss at or above this vocab size
+    fused_vocab_threshold: int = Field(default=8192, ge=1)  # use the fused logit loss at or above this vocab size
     progress: bool = True
 
     @model_validator(mode="after")
