@@ -254,7 +254,8 @@ def main() -> None:
         {"method": "teacher", "layers": 6, "seed": 0, "accuracy": dev_accuracy(teacher_dir, dev, pad_token_id),
          "train_s": round(teacher_s, 1)})
     plan = [(m, 3, s) for m in [BASELINE, *args.methods] for s in args.seeds]
-    plan += [(m, 2, s) for m in [BASELINE, *args.methods_2_layer] for s in args.seeds]
+    if args.methods_2_layer:  # a 2-layer label-only run compares nothing without a distilled one beside it
+        plan += [(m, 2, s) for m in [BASELINE, *args.methods_2_layer] for s in args.seeds]
     results = [teacher_row] + [done[key] for key in plan if key in done]
     todo = [key for key in plan if key not in done]
     if args.student_init == "pretrained":  # built once, before the workers that share them
