@@ -283,6 +283,18 @@ def paired_ratios(results: list[dict], vocab: int) -> list[tuple[float, float]]:
     return ratios
 
 
+def overhead_over_parts(run: dict) -> dict[str, float]:
+    """Median parts (teacher forward, student CE step) and the distill step's overhead over their sum, wall and CPU."""
+    median = statistics.median
+    parts = {key: median(values) for key, values in run["parts"].items()}
+    parts["total_s"] = parts["teacher_s"] + parts["student_s"]
+    parts["total_cpu_s"] = parts["teacher_cpu_s"] + parts["student_cpu_s"]
+    parts["step_s"], parts["step_cpu_s"] = median(run["step_s"]), median(run["step_cpu_s"])
+    parts["overhead"] = parts["step_s"] / parts["total_s"] - 1
+    parts["overhead_cpu"] = parts["step_cpu_s"] / parts["total_cpu_s"] - 1
+    return parts
+
+
 def render(results: list[dict], args, cpu: str, uptimes: list[str]) -> str:
     by = merge_rounds(results)
     median = statistics.median
@@ -323,13 +335,10 @@ def render(results: list[dict], args, cpu: str, uptimes: list[str]) -> str:
               "overhead wall | overhead CPU |",
               "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for vocab in args.vocabs:
-        r = by[("lmdistill", vocab)]
-        parts = {key: median(values) for key, values in r["parts"].items()}
-        total, total_cpu = parts["teacher_s"] + parts["student_s"], parts["teacher_cpu_s"] + parts["student_cpu_s"]
-        step, step_cpu = median(r["step_s"]), median(r["step_cpu_s"])
-        lines.append(f"| {vocab:,} | {parts['teacher_s']:.2f} / {parts['teacher_cpu_s']:.2f} | {parts['student_s']:.2f} / "
-                     f"{parts['student_cpu_s']:.2f} | {total:.2f} / {total_cpu:.2f} | {step:.2f} / {step_cpu:.2f} | "
-                     f"{step / total - 1:+.0%} | {step_cpu / total_cpu - 1:+.0%} |")
+        p = overhead_over_parts(by[("lmdistill", vocab)])
+        lines.append(f"| {vocab:,} | {p['teacher_s']:.2f} / {p['teacher_cpu_s']:.2f} | {p['student_s']:.2f} / "
+                     f"{p['student_cpu_s']:.2f} | {p['total_s']:.2f} / {p['total_cpu_s']:.2f} | "
+                     f"{p['step_s']:.2f} / {p['step_cpu_s']:.2f} | {p['overhead']:+.0%} | {p['overhead_cpu']:+.0%} |")
     lines += ["", "Speed-ups paired within each round (the two setups ran back to back, so under similar load), "
               "TRL median step / lmdistill median step, wall / CPU:", ""]
     paired = {vocab: paired_ratios(results, vocab) for vocab in args.vocabs}
@@ -342,9 +351,8 @@ def render(results: list[dict], args, cpu: str, uptimes: list[str]) -> str:
         speed = median(wall for wall, _ in paired[vocab])
         speed_cpu = median(cpu_s for _, cpu_s in paired[vocab])
         memory = r["peak_over_baseline"] / trl["peak_over_baseline"]
-        parts = {key: median(values) for key, values in r["parts"].items()}
-        overhead = median(r["step_s"]) / (parts["teacher_s"] + parts["student_s"]) - 1
-        overhead_cpu = median(r["step_cpu_s"]) / (parts["teacher_cpu_s"] + parts["student_cpu_s"]) - 1
+        p = overhead_over_parts(r)
+        overhead, overhead_cpu = p["overhead"], p["overhead_cpu"]
         met = speed >= 1.3 and speed_cpu >= 1.3 and memory <= 1.0
         lines.append(f"- vocabulary {vocab:,}: speed {speed:.2f}x wall / {speed_cpu:.2f}x CPU at {memory:.2f}x the memory: "
                      f"**{'met' if met else 'not met'}**; overhead {overhead:+.0%} wall / {overhead_cpu:+.0%} CPU: "

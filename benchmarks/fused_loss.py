@@ -150,7 +150,7 @@ def _ratio_cell(result: dict, bound: dict) -> str:
     if not bound.get("wall_s"):
         return "–"
     own, reference = result.get("round_walls"), bound.get("round_walls")
-    if own and reference and own is not reference and len(own) == len(reference) and len(own) > 1:
+    if own and reference and result is not bound:  # the bound against itself is 1.00x by definition
         ratios = [a / b for a, b in zip(own, reference)]
         return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}–{max(ratios):.2f})"
     return f"{result['wall_s'] / bound['wall_s']:.2f}x"
@@ -219,13 +219,11 @@ def main() -> None:
             if method in PAIRED or divergence in BOUND_ONLY_DIVERGENCES:
                 continue
             results.setdefault(divergence, {})[method] = _run_worker(method, divergence, args)
-        paired = [m for m in PAIRED if m in methods]
+        runs: dict[str, list[dict]] = {m: [] for m in PAIRED if m in methods}
         for round_index in range(args.rounds):  # alternate the order, so drift on the machine hits both alike
-            for method in paired if round_index % 2 == 0 else paired[::-1]:
-                result = _run_worker(method, divergence, args)
-                results.setdefault(divergence, {}).setdefault(method, {"runs": []})["runs"].append(result)
-        for method in paired:
-            results[divergence][method] = _summarise(results[divergence][method]["runs"])
+            for method in list(runs) if round_index % 2 == 0 else list(runs)[::-1]:
+                runs[method].append(_run_worker(method, divergence, args))
+        results.setdefault(divergence, {}).update({method: _summarise(r) for method, r in runs.items()})
     table = _table(results)
     print(table)
     if args.write:

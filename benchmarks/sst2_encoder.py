@@ -131,7 +131,7 @@ def pretrained_student(work: Path, layers: int) -> Path:
     (seed 0), saved once under ``work``: the DistilBERT / TextBrewer student init, free of the teacher's task tuning."""
     from transformers import AutoModelForSequenceClassification
 
-    from lmdistill.models.pruning import student_from_teacher
+    from lmdistill.models.pruning import choose_layers, student_from_teacher
 
     out = work / f"init-pretrained-L{layers}"
     if (out / "config.json").is_file():
@@ -140,7 +140,7 @@ def pretrained_student(work: Path, layers: int) -> Path:
     full = AutoModelForSequenceClassification.from_pretrained(teacher_source(), num_labels=2)
     staging = work / f".init-pretrained-L{layers}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    student_from_teacher(full, list(range(0, 6, 6 // layers))).save_pretrained(staging)
+    student_from_teacher(full, choose_layers(6, every=6 // layers)).save_pretrained(staging)
     staging.rename(out)
     return out
 

@@ -56,9 +56,9 @@ def even_chunk(num_rows: int, max_chunk: int) -> int:
     Each matrix product repacks the whole (V × H) weight, so a small leftover chunk costs nearly as much as a full
     one; equal chunks keep every product as tall as the budget allows.
     """
-    max_chunk = max(1, min(int(max_chunk), num_rows))
     if num_rows <= 0:
         return 1
+    max_chunk = max(1, min(int(max_chunk), num_rows))
     num_chunks = -(-num_rows // max_chunk)
     return -(-num_rows // num_chunks)
 
