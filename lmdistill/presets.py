@@ -71,14 +71,21 @@ def _minilm_v2(num_relation_heads: int, transfer_share: float) -> list[Stage]:
             Stage("finetune", [{"name": "ce", "weight": 1.0}], 1 - transfer_share)]
 
 
-def _textbrewer_general(temperature: float, hard_label_weight: float) -> list[Stage]:
+def _textbrewer_general(temperature: float, hard_label_weight: float, kd_loss_type: str,
+                        kd_loss_weight: float) -> list[Stage]:
     # TextBrewer's GeneralDistiller with the L3_hidden_mse + L3_hidden_smmd matches (embeddings included) and its
-    # soft cross-entropy, which is not multiplied by T². hard_label_weight adds CE on the labels, as TextBrewer's
-    # DistillationConfig option of that name (0 there by default).
-    if float(hard_label_weight) < 0:
-        raise UserError(f"preset option hard_label_weight={hard_label_weight} is negative; use 0 or more")
+    # logit loss, which is not multiplied by T²: kd_loss_type "ce" (soft cross-entropy, TextBrewer's default) or
+    # "mse" (mean squared error of the logits over T). kd_loss_weight and hard_label_weight (CE on the labels, 0 there
+    # by default) are TextBrewer's DistillationConfig options of those names.
+    if kd_loss_type not in TEXTBREWER_KD_LOSSES:
+        raise UserError(f"preset option kd_loss_type={kd_loss_type!r} is not one of "
+                        f"{', '.join(TEXTBREWER_KD_LOSSES)}; choose one of those")
+    for option, value in (("hard_label_weight", hard_label_weight), ("kd_loss_weight", kd_loss_weight)):
+        if float(value) < 0:
+            raise UserError(f"preset option {option}={value} is negative; use 0 or more")
     terms = [
-        {"name": "soft_ce", "weight": 1.0, "temperature": temperature, "scale_by_temperature_squared": False},
+        {"name": TEXTBREWER_KD_LOSSES[kd_loss_type], "weight": float(kd_loss_weight), "temperature": temperature,
+         "scale_by_temperature_squared": False},
         {"name": "hidden_mse", "weight": 1.0, "layers": EMBEDDINGS},
         {"name": "hidden_mse", "weight": 1.0, "layers": "uniform"},
         {"name": "hidden_mmd", "weight": 1.0, "layers": EMBEDDINGS},
@@ -86,7 +93,10 @@ def _textbrewer_general(temperature: float, hard_label_weight: float) -> list[St
     ]
     if float(hard_label_weight) > 0:
         terms.append({"name": "ce", "weight": float(hard_label_weight)})
-    return [Stage("distil", terms)]
+    return [Stage("distil", [term for term in terms if term["weight"] > 0])]
+
+
+TEXTBREWER_KD_LOSSES = {"ce": "soft_ce", "mse": "logit_mse"}
 
 
 def _semantic(alpha: float, temperature: float) -> list[Stage]:
@@ -112,8 +122,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            _minilm, {"transfer_share": 0.5}),
     Preset("minilm_v2", "stage 1: minilm_v2 Q/K/V relation heads, last layer; stage 2: ce fine-tuning (Wang et al. 2021)",
            _minilm_v2, {"num_relation_heads": 4, "transfer_share": 0.5}),
-    Preset("textbrewer_general", "soft_ce(T, no T²) + hidden_mse + hidden_mmd, embeddings and uniform layers (+ hard_label_weight·ce) (TextBrewer GeneralDistiller)",
-           _textbrewer_general, {"temperature": 8.0, "hard_label_weight": 0.0}),
+    Preset("textbrewer_general", "kd_loss_weight·soft_ce or logit_mse (kd_loss_type; T, no T²) + hidden_mse + hidden_mmd, embeddings and uniform layers (+ hard_label_weight·ce) (TextBrewer GeneralDistiller)",
+           _textbrewer_general, {"temperature": 8.0, "hard_label_weight": 0.0, "kd_loss_type": "ce", "kd_loss_weight": 1.0}),
     Preset("semantic", "alpha·reverse_kl + (1 − alpha)·hidden_mse over uniform layers (the source article)",
            _semantic, {"alpha": 0.5, "temperature": 1.0}),
     Preset("attention", "ce + weight·attention_kl(T) over uniform layers (the source article's attention loss)",

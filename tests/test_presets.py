@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoModelForSequenceClassification
 
 from lmdistill.cli import main
@@ -95,6 +96,20 @@ def test_options_and_stage_overrides(tmp_path, tokenizer_dir):
     assert [(t["name"], t["weight"]) for t in brewer][-2:] == [("hidden_mmd", 1.0), ("ce", 0.5)]
 
 
+def test_textbrewer_mse_kd_loss_is_textbrewers_logit_mse():
+    """kd_loss_type=mse: TextBrewer's kd_mse_loss, F.mse_loss(z_s / T, z_t / T) with no T², times kd_loss_weight."""
+    from lmdistill.losses.registry import get
+
+    logit_term = preset_stages("textbrewer_general", kd_loss_type="mse", kd_loss_weight=3.0, temperature=2.0)[0].objective[0]
+    assert (logit_term["name"], logit_term["weight"]) == ("logit_mse", 3.0)
+    options = {k: v for k, v in logit_term.items() if k not in ("name", "weight")}
+    student, teacher = torch.randn(5, 2), torch.randn(5, 2) * 4
+    ours = logit_term["weight"] * get("logit_mse")(student, teacher, **options).mean()
+    assert torch.allclose(ours, 3.0 * torch.nn.functional.mse_loss(student / 2.0, teacher / 2.0))
+    no_logits = preset_stages("textbrewer_general", kd_loss_weight=0)[0].objective
+    assert [t["name"] for t in no_logits] == ["hidden_mse", "hidden_mse", "hidden_mmd", "hidden_mmd"]
+
+
 def test_preset_mistakes_are_user_errors(tmp_path, tokenizer_dir):
     raw = run_config(tmp_path, tokenizer_dir)
     with pytest.raises(UserError, match="either `preset` or `objective`"):
@@ -108,6 +123,8 @@ def test_preset_mistakes_are_user_errors(tmp_path, tokenizer_dir):
         preset_stages("semantic", alpha=1.5)
     with pytest.raises(UserError, match="hard_label_weight=-1 is negative"):
         preset_stages("textbrewer_general", hard_label_weight=-1)
+    with pytest.raises(UserError, match="kd_loss_type='kl' is not one of ce, mse"):
+        preset_stages("textbrewer_general", kd_loss_type="kl")
     with pytest.raises(UserError, match="stage_overrides names"):
         expand_preset_config({**raw, "preset": "distilbert", "stage_overrides": {"nope": {}}})
 
