@@ -62,8 +62,9 @@ def head_rows(source: Path, target: Path, count: int) -> int:
     return len(rows[:count])
 
 
-def data_section(train: Path, max_length: int) -> dict:
-    return {"train": str(train), "text_field": "sentence", "label_field": "label", "max_length": max_length}
+def data_section(train: Path, max_length: int, mask_probability: float = 0.0) -> dict:
+    return {"train": str(train), "text_field": "sentence", "label_field": "label", "max_length": max_length,
+            "mask_probability": mask_probability}
 
 
 def train_section(batch_size: int, steps: int, learning_rate: float) -> dict:
@@ -109,7 +110,7 @@ def student_job(args, method: str, layers: int, seed: int, teacher_dir: str, tra
         student = {"path": str(pretrained_student(Path(work), layers))}
     raw = {"output_dir": str(out), "seed": seed, "task": "sequence_classification",
            "tokenizer": teacher_dir, "teacher": {"path": teacher_dir},
-           "student": student, "data": data_section(Path(train), args.max_length),
+           "student": student, "data": data_section(Path(train), args.max_length, args.mask_probability),
            "train": train_section(args.batch_size, args.student_steps, args.student_lr)}
     if method == BASELINE:
         raw["objective"] = [{"name": "ce"}]
@@ -146,14 +147,18 @@ def pretrained_student(work: Path, layers: int) -> Path:
 
 
 def parse_method(method: str) -> dict:
-    """``"textbrewer_general:temperature=2,hard_label_weight=1"`` -> ``{"name": ..., "temperature": 2.0, ...}``."""
+    """``"textbrewer_general:temperature=2,kd_loss_type=mse"`` -> ``{"name": ..., "temperature": 2.0, "kd_loss_type":
+    "mse"}``: numbers become floats, anything else stays a string."""
     name, _, options = method.partition(":")
     preset: dict = {"name": name}
     for option in filter(None, options.split(",")):
         key, sep, value = option.partition("=")
         if not sep:
             sys.exit(f"method {method!r}: options are key=value pairs separated by commas")
-        preset[key] = float(value)
+        try:
+            preset[key] = float(value)
+        except ValueError:
+            preset[key] = value
     return preset
 
 
@@ -203,6 +208,8 @@ def parse_args():
     parser.add_argument("--student-init", choices=["teacher", "pretrained"], default="teacher",
                         help="students take every other layer of the pretrained all-MiniLM-L6-v2 or of the fine-tuned teacher")
     parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--mask-probability", type=float, default=0.0,
+                        help="students (distilled and label-only alike): data.mask_probability, [MASK] noise on training inputs")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--methods", nargs="+", default=LOGIT_PRESETS, help="presets run at 3 layers besides label_only; NAME:key=value,... sets preset options")
@@ -238,6 +245,8 @@ def main() -> None:
                 "student_lr": args.student_lr}
     if args.student_init != "teacher":  # results from before this option had teacher-initialised students
         settings["student_init"] = args.student_init
+    if args.mask_probability > 0:  # likewise unmasked before this option
+        settings["mask_probability"] = args.mask_probability
     results_path = work / "results.jsonl"
     previous = [json.loads(line) for line in results_path.read_text().splitlines()] if results_path.exists() else []
     done = {(r["method"], r["layers"], r["seed"]): r for r in previous if r.get("settings") == settings}

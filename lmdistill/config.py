@@ -130,6 +130,9 @@ class DataConfig(Strict):
     max_length: int = Field(default=256, ge=2)
     pack: bool = True  # text: concatenate documents and cut into max_length blocks
     max_examples: int | None = Field(default=None, ge=1)
+    # sequence_classification training: each non-special token becomes the tokenizer's mask token with this
+    # probability, drawn afresh every step; teacher and student read the same masked batch. Evaluation is unmasked.
+    mask_probability: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
 class TermConfig(BaseModel):
@@ -252,6 +255,13 @@ class RunConfig(Strict):
                              "the training data's signal (drop on_policy or use teacher.path)")
         if len(teachers) > 1 and any(t.cache is not None for t in teachers):
             raise ValueError("a teacher cache works with a single teacher; cache each teacher's mixture yourself or drop the list")
+        if self.data.mask_probability > 0:
+            if self.task != "sequence_classification":
+                raise ValueError("data.mask_probability masks classification inputs; for task causal_lm the inputs are "
+                                 "also the targets, so set data.mask_probability: 0")
+            if any(t.cache is not None for t in teachers):
+                raise ValueError("data.mask_probability needs a live teacher: a teacher cache holds its signal for the "
+                                 "unmasked text only (use teacher.path or set data.mask_probability: 0)")
         return self
 
 

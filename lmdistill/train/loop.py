@@ -22,6 +22,7 @@ from accelerate.utils import set_seed
 from lmdistill.cache import cached_teacher_terms, check_terms_for_cache, open_run_cache
 from lmdistill.config import RunConfig, dump_config
 from lmdistill.data.collate import batches_for_epoch
+from lmdistill.data.masking import mask_tokens, masking_generator
 from lmdistill.data.sampling import row_seed
 from lmdistill.errors import UserError
 from lmdistill.models import capture as attention_capture
@@ -68,6 +69,7 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
     accelerator.wait_for_everyone()
 
     tokenizer = load_tokenizer(tokenizer_source(config))
+    masking = _masking_settings(config, tokenizer)
     cache_path = config.teachers[0].cache  # a teacher-signal cache replaces the teacher model (logit terms only)
     teachers = [] if cache_path else [load_teacher(t, task=config.task, seed=config.seed) for t in config.teachers]
     teacher = teachers[config.feature_teacher] if teachers else None  # hidden/attention features come from this one
@@ -135,6 +137,10 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
             micro_indices = [global_indices[i * chunk + rank * train.batch_size:i * chunk + (rank + 1) * train.batch_size] for i in range(accumulation)]
             micro = [task.collate([train_examples[j] for j in indices], pad_id) for indices in micro_indices]
             micro = [{k: v.to(accelerator.device) for k, v in batch.items()} for batch in micro]
+            if masking is not None:
+                micro = [{**b, "input_ids": mask_tokens(b["input_ids"], b["attention_mask"], **masking,
+                                                        generator=masking_generator(config.seed, step, i, rank))}
+                         for i, b in enumerate(micro)]
             if config.on_policy is not None:
                 micro = [_maybe_student_samples(config, accelerator.unwrap_model(bundle).student, tokenizer, b, step, i, rank)
                          for i, b in enumerate(micro)]
@@ -232,6 +238,18 @@ def _maybe_student_samples(config: RunConfig, student, tokenizer, batch, step: i
     generator = torch.Generator().manual_seed(row_seed(config.seed, step, micro_index, rank))
     return student_rollout(student, batch, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                            sampling=config.on_policy.sampling, generator=generator)
+
+
+def _masking_settings(config: RunConfig, tokenizer) -> dict | None:
+    """``mask_tokens`` keyword arguments for ``data.mask_probability`` (None when 0); a tokenizer without a mask
+    token is a UserError."""
+    if config.data.mask_probability == 0:
+        return None
+    if tokenizer.mask_token_id is None:
+        raise UserError(f"data.mask_probability={config.data.mask_probability} needs a tokenizer with a mask token and "
+                        f"this one has none; set data.mask_probability: 0 or use a tokenizer with [MASK]")
+    return {"probability": config.data.mask_probability, "mask_token_id": tokenizer.mask_token_id,
+            "protected_ids": sorted(set(tokenizer.all_special_ids))}
 
 
 def _prepare_output_dir(output_dir: Path, resume: bool) -> None:
