@@ -11,6 +11,8 @@ Reads ../shared/data/sst2 (train subsampled with a fixed seed into --work-dir, n
 so reruns reuse it. Student runs go to a pool of --jobs processes with one torch thread each (OMP_NUM_THREADS=1):
 on shared cores one thread per process is far faster than several. Every run appends one JSON line to
 WORK_DIR/results.jsonl; a rerun skips (method, layers, seed) rows already there for the same settings.
+--write replaces the whole SST-2 section of BENCHMARKS.md with this run's table (the section there gathers several
+runs, each with its command; without --write the table goes to WORK_DIR/section.md only).
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def student_job(args, method: str, layers: int, seed: int, teacher_dir: str, tra
     raw = {"output_dir": str(out), "seed": seed, "task": "sequence_classification",
            "tokenizer": teacher_dir, "teacher": {"path": teacher_dir},
            "student": student, "data": data_section(Path(train), args.max_length, args.mask_probability),
-           "train": train_section(args.batch_size, args.student_steps, args.student_lr)}
+           "train": train_section(args.student_batch_size, args.student_steps, args.student_lr)}
     if method == BASELINE:
         raw["objective"] = [{"name": "ce"}]
     else:
@@ -210,7 +212,8 @@ def parse_args():
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--mask-probability", type=float, default=0.0,
                         help="students (distilled and label-only alike): data.mask_probability, [MASK] noise on training inputs")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="the teacher's batch size, and the students' by default")
+    parser.add_argument("--student-batch-size", type=int, default=None, help="default: --batch-size")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--methods", nargs="+", default=LOGIT_PRESETS, help="presets run at 3 layers besides label_only; NAME:key=value,... sets preset options")
     parser.add_argument("--methods-2-layer", nargs="*", default=["distilbert"], help="presets also run at 2 layers")
@@ -222,6 +225,7 @@ def parse_args():
 
 def main() -> None:
     args = parse_args()
+    args.student_batch_size = args.student_batch_size or args.batch_size
     if not DATA.exists():
         sys.exit(f"needs {DATA} (../shared/data beside the repo)")
     torch.set_num_threads(1)
@@ -245,6 +249,8 @@ def main() -> None:
                 "student_lr": args.student_lr}
     if args.student_init != "teacher":  # results from before this option had teacher-initialised students
         settings["student_init"] = args.student_init
+    if args.student_batch_size != args.batch_size:  # likewise the teacher's batch size before this option
+        settings["student_batch_size"] = args.student_batch_size
     if args.mask_probability > 0:  # likewise unmasked before this option
         settings["mask_probability"] = args.mask_probability
     results_path = work / "results.jsonl"
@@ -294,9 +300,9 @@ def main() -> None:
         f"with seed 0 from 67,349) for {args.teacher_steps} steps of {args.batch_size} "
         f"({args.teacher_steps * args.batch_size / args.teacher_examples:.1f} epochs) at lr {args.teacher_lr:g}, "
         f"10 % warmup then cosine; {teacher_row['train_s'] / 60:.1f} min. Students keep every other layer "
-        f"(3 layers: 0, 2, 4; 2 layers: 0, 3) of {init_text} and train on the first {student_rows:,} of the teacher's rows for "
-        f"{args.student_steps} steps of {args.batch_size} "
-        f"({args.student_steps * args.batch_size / student_rows:.1f} epochs) at lr {args.student_lr:g} (multi-stage presets "
+        f"(3 layers: 0, 2, 4; 2 layers: 0, 3) of {init_text}, and train on the first {student_rows:,} of the teacher's rows for "
+        f"{args.student_steps} steps of {args.student_batch_size} "
+        f"({args.student_steps * args.student_batch_size / student_rows:.1f} epochs) at lr {args.student_lr:g} (multi-stage presets "
         f"split those steps between their stages), teacher live. The label-only student has the same init, inputs, steps "
         f"and schedule with `ce` alone. Presets at their shipped options (`lmdistill presets`) unless the method "
         f"names options (`preset:option=value`). max_length "

@@ -27,5 +27,5 @@ def test_preset_config_expands_into_its_stages(path):
     name = preset if isinstance(preset, str) else preset["name"]
     stages = preset_stages(name)
     assert [[t.name for t in c.objective] for c in configs] == [[t["name"] for t in s.objective] for s in stages]
-    assert sum(c.train.max_steps for c in configs) == 600
+    assert sum(c.train.max_steps for c in configs) == yaml.safe_load((CONFIGS / path).read_text())["train"]["max_steps"]
     assert all(c.teachers[0].path == "runs/sst2-teacher/student" for c in configs)
