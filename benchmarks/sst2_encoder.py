@@ -215,7 +215,7 @@ def parse_args():
     parser.add_argument("--batch-size", type=int, default=32, help="the teacher's batch size, and the students' by default")
     parser.add_argument("--student-batch-size", type=int, default=None, help="default: --batch-size")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--methods", nargs="+", default=LOGIT_PRESETS, help="presets run at 3 layers besides label_only; NAME:key=value,... sets preset options")
+    parser.add_argument("--methods", nargs="*", default=LOGIT_PRESETS, help="presets run at 3 layers besides label_only; NAME:key=value,... sets preset options")
     parser.add_argument("--methods-2-layer", nargs="*", default=["distilbert"], help="presets also run at 2 layers")
     parser.add_argument("--jobs", type=int, default=2, help="student runs at once, one process and one thread each")
     parser.add_argument("--teacher-only", action="store_true", help="fine-tune (or find) the teacher and stop")
