@@ -91,11 +91,11 @@ def test_first_step_teacher_and_student_read_the_same_masked_batch(tmp_path, tok
 
 def test_masking_mistakes_are_refused_at_load(tmp_path, tokenizer_dir):
     raw = run_config(tmp_path, tokenizer_dir)
-    with pytest.raises(Exception, match="for task causal_lm the inputs are also the targets"):
+    with pytest.raises(UserError, match="for task causal_lm the inputs are also the targets"):
         parse_config({**raw, "task": "causal_lm", "data": {**raw["data"], "mask_probability": 0.1}})
-    with pytest.raises(Exception, match="needs a live teacher"):
+    with pytest.raises(UserError, match="needs a live teacher"):
         parse_config({**raw, "teacher": {"cache": str(tmp_path)}, "data": {**raw["data"], "mask_probability": 0.1}})
-    with pytest.raises(Exception, match="mask_probability"):
+    with pytest.raises(UserError, match="mask_probability"):
         parse_config({**raw, "data": {**raw["data"], "mask_probability": 1.0}})
     config = parse_config({**raw, "data": {**raw["data"], "mask_probability": 0.1}})
     with pytest.raises(UserError, match="needs a tokenizer with a mask token"):
