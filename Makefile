@@ -24,6 +24,8 @@ demo: $(STAMP)
 	$(BIN)/lmdistill demo
 
 test: $(STAMP)
+	# The import contract in pyproject.toml ([tool.importlinter]): layers, a self-contained loss library, no cycles.
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 clean:

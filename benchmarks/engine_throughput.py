@@ -128,7 +128,7 @@ def child_lmdistill(args) -> dict:
     from lmdistill import distill
     from lmdistill.data.collate import collate_causal
     from lmdistill.train import checkpoint, loop
-    from lmdistill.train.logging import MetricsLog
+    from lmdistill.train.metrics_log import MetricsLog
 
     config = run_config(args.workdir, args.vocab, args.warmup + args.steps, args.tokenizer, args.data)
     memory, captured = PeakMemory(), {}
@@ -196,12 +196,12 @@ def child_trl(args) -> dict:
     from lmdistill.data.collate import collate_causal
     from lmdistill.models.loading import load_tokenizer
     from lmdistill.tasks import get_task
-    from lmdistill.train.setup import build_student, load_teacher
+    from lmdistill.models.build import build_student, load_teacher
 
     config = run_config(args.workdir, args.vocab, args.warmup + args.steps, args.tokenizer, args.data)
     tokenizer = load_tokenizer(config.tokenizer)
-    teacher = load_teacher(config.teachers[0], task=config.task, seed=config.seed)  # the same weights lmdistill gets
-    student = build_student(config.student, teacher, task=config.task, seed=config.seed)
+    teacher = load_teacher(config.teachers[0], model_class=get_task(config.task).model_class, seed=config.seed)  # the same weights lmdistill gets
+    student = build_student(config.student, teacher, model_class=get_task(config.task).model_class, seed=config.seed)
     examples, _ = get_task("causal_lm").load_datasets(config.data, tokenizer, config.seed)
     dataset = Dataset.from_list(examples)
     trl_args = GKDConfig(

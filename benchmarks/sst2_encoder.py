@@ -81,7 +81,7 @@ def teacher_key(args) -> str:
 
 def finetune_teacher(args, model_dir: str, train: Path, work: Path) -> tuple[Path, float, bool]:
     """The fine-tuned teacher's dir (cached under ``work``), the wall seconds its training took, whether cached."""
-    from lmdistill.finetune import finetune
+    from lmdistill.api import finetune
 
     out = work / teacher_key(args)
     if (out / "student" / "config.json").is_file():

@@ -53,7 +53,6 @@ def run(args) -> list[str]:
     from lmdistill.config import parse_config
     from lmdistill.models.loading import load_tokenizer
     from lmdistill.tasks import get_task
-    from lmdistill.train.evaluate import evaluate_student
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     work = Path(tempfile.mkdtemp(prefix="teacher-cache-bench-"))
@@ -77,7 +76,7 @@ def run(args) -> list[str]:
 
     def score(run_dir: Path) -> dict:
         model = AutoModelForCausalLM.from_pretrained(run_dir / "student")
-        return evaluate_student(model, teacher, eval_examples, tokenizer.pad_token_id, 8, "cpu")
+        return get_task("causal_lm").evaluate(model, teacher, eval_examples, tokenizer.pad_token_id, 8, "cpu")
 
     results = []
     started = time.perf_counter()
@@ -93,7 +92,7 @@ def run(args) -> list[str]:
         distill({**distil, "output_dir": str(work / f"k{k}"), "teacher": {"cache": str(cache)}})
         results.append((f"cache k={k}", f"{size / positions:.0f}", built, time.perf_counter() - started, score(work / f"k{k}")))
 
-    teacher_scores = evaluate_student(teacher, None, eval_examples, tokenizer.pad_token_id, 8, "cpu")
+    teacher_scores = get_task("causal_lm").evaluate(teacher, None, eval_examples, tokenizer.pad_token_id, 8, "cpu")
     lines = [f"Teacher: Llama 2x64 (GPT-2 vocab) trained {args.teacher_steps} steps with CE; held-out perplexity "
              f"{teacher_scores['eval/perplexity']:.1f}. Student: Llama 2x32 (fresh), forward KL (T = 1), 2 epochs of "
              f"{len(train_examples)} examples x 32 tokens, batch 8; {len(eval_examples)} held-out examples.", "",

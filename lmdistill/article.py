@@ -116,7 +116,14 @@ class KnowledgeDistillationModel(torch.nn.Module):
         self.teacher.eval()  # dropout off: the targets must not be noisy
         return self
 
-    def forward(self, **inputs: Any) -> tuple[Any, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                **inputs: Any) -> tuple[Any, torch.Tensor]:
+        """The article's call ``model(input_ids, attention_mask)`` (positional or keyword; other model inputs such as
+        ``labels`` by keyword): the student's output and the attention-distillation loss."""
+        if input_ids is not None:
+            inputs["input_ids"] = input_ids
+        if attention_mask is not None:
+            inputs["attention_mask"] = attention_mask
         teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
         with torch.no_grad(), attention_capture.capture() as teacher_records:
             self.teacher(**teacher_inputs)

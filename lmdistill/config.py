@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lmdistill.errors import UserError
+from lmdistill.losses import registry
 
 
 class Strict(BaseModel):
@@ -155,8 +156,6 @@ class TermConfig(BaseModel):
 
     @model_validator(mode="after")
     def _known_loss(self) -> "TermConfig":
-        from lmdistill.losses import registry
-
         spec = registry.spec(self.name)  # UserError listing the valid names
         params = self.params
         registry.validate_params(self.name, params)
@@ -195,7 +194,8 @@ class TrainConfig(Strict):
     keep_checkpoints: int = Field(default=2, ge=1)
     max_bad_steps: int = Field(default=5, ge=1)  # consecutive non-finite losses before the run stops
     fused_vocab_threshold: int = Field(default=8192, ge=1)  # use the fused logit loss at or above this vocab size
-    progress: bool = True
+    progress: bool = True  # a progress bar on a terminal; otherwise a log line every progress_seconds
+    progress_seconds: float = Field(default=30.0, ge=0)  # 0: a line every step
 
     @model_validator(mode="after")
     def _length(self) -> "TrainConfig":
@@ -227,8 +227,9 @@ class RunConfig(Strict):
 
     output_dir: str
     seed: int = 0
-    task: Literal["causal_lm", "sequence_classification"] = "causal_lm"
-    teacher: TeacherConfig | list[TeacherConfig]
+    task: str = "causal_lm"  # a name in lmdistill.tasks.TASKS (checked with the task's own settings before loading)
+    # None: a label-only run (fine-tuning), which loads no teacher.
+    teacher: TeacherConfig | list[TeacherConfig] | None = None
     student: StudentConfig
     tokenizer: str | None = None  # dir, hub id or .gguf file; default: the teacher's (the student's for a cache)
     # Several teachers: logit terms use their weighted mixture in probability space; hidden-state and attention terms
@@ -241,13 +242,29 @@ class RunConfig(Strict):
 
     @property
     def teachers(self) -> list[TeacherConfig]:
+        if self.teacher is None:
+            return []
         return self.teacher if isinstance(self.teacher, list) else [self.teacher]
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether any objective term reads the teacher (label terms read only the data)."""
+        return any(registry.spec(term.name).kind != "labels" for term in self.objective)
 
     @model_validator(mode="after")
     def _teachers(self) -> "RunConfig":
         teachers = self.teachers
-        if not teachers:
+        if isinstance(self.teacher, list) and not teachers:
             raise ValueError("teacher: give at least one teacher")
+        if not teachers:
+            if self.needs_teacher:
+                raise ValueError("the objective has terms that read a teacher but no teacher is given; add teacher: "
+                                 "{path: ...} or keep only label terms (ce)")
+            if self.student.from_teacher is not None:
+                raise ValueError("student.from_teacher needs a teacher to copy layers from; add teacher: {path: ...}")
+            if self.on_policy is not None:
+                raise ValueError("on_policy needs a teacher to score the student's samples; add teacher: {path: ...}")
+            return self
         if self.feature_teacher >= len(teachers):
             raise ValueError(f"feature_teacher={self.feature_teacher} but there are {len(teachers)} teachers (0-based index)")
         if self.on_policy is not None and any(t.cache is not None for t in teachers):
@@ -256,9 +273,6 @@ class RunConfig(Strict):
         if len(teachers) > 1 and any(t.cache is not None for t in teachers):
             raise ValueError("a teacher cache works with a single teacher; cache each teacher's mixture yourself or drop the list")
         if self.data.mask_probability > 0:
-            if self.task != "sequence_classification":
-                raise ValueError("data.mask_probability masks classification inputs; for task causal_lm the inputs are "
-                                 "also the targets, so set data.mask_probability: 0")
             if any(t.cache is not None for t in teachers):
                 raise ValueError("data.mask_probability needs a live teacher: a teacher cache holds its signal for the "
                                  "unmasked text only (use teacher.path or set data.mask_probability: 0)")

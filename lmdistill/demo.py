@@ -22,7 +22,7 @@ from rich.table import Table
 
 from lmdistill.config import parse_config
 from lmdistill.errors import UserError
-from lmdistill.train.export import write_atomically
+from lmdistill.files import write_atomically
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 console = Console()

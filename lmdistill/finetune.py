@@ -1,10 +1,9 @@
 """Fine-tune a model on labels alone (plain cross-entropy) with the distillation engine, e.g. to make a teacher.
 
 A fine-tune config is a run config without ``teacher`` whose ``student`` is the model to tune; ``objective``
-defaults to ``[{name: ce}]`` and may hold only label terms. Optional ``num_labels: K`` gives a checkpoint without a
-classifier (a plain ``BertModel``) a fresh K-way head. The engine needs a teacher object, so the student's own
-source is named as the teacher: with only label terms the engine never runs it (``needs.teacher`` is False).
-The output (``output_dir/student``) is a Hugging Face dir usable as ``teacher.path`` of a distillation run.
+defaults to ``[{name: ce}]`` and may hold only label terms; no teacher is loaded. A fresh classifier head takes its
+size from the data (``data.labels``, else the largest label + 1); ``num_labels: K`` sets it explicitly. The output
+(``output_dir/student``) is a Hugging Face dir usable as ``teacher.path`` of a distillation run.
 """
 
 from __future__ import annotations
@@ -14,8 +13,12 @@ from pathlib import Path
 from typing import Any
 
 
-from lmdistill.config import RunConfig, apply_overrides, parse_config, read_yaml
+from transformers import AutoModelForSequenceClassification
+
+from lmdistill.config import RunConfig, parse_config
 from lmdistill.errors import UserError
+from lmdistill.losses import spec
+from lmdistill.models.loading import load_model, load_tokenizer
 
 
 def finetune_config(raw: dict[str, Any], *, source: str = "config") -> RunConfig:
@@ -37,24 +40,20 @@ def finetune_config(raw: dict[str, Any], *, source: str = "config") -> RunConfig
             student["path"] = str(_with_classifier(student["path"], int(num_labels), Path(str(raw.get("output_dir", ".")))))
         else:
             student["config"] = {**student["config"], "num_labels": int(num_labels)}
-    raw["teacher"] = {key: student[key] for key in ("path", "config", "dtype") if student.get(key) is not None}
-    config = parse_config(raw, source=source)
-    from lmdistill.losses import spec
-
-    teacher_terms = [term.name for term in config.objective if spec(term.name).kind != "labels"]
+    objective = raw["objective"] if isinstance(raw["objective"], list) else []
+    teacher_terms = [term["name"] for term in objective if isinstance(term, dict) and isinstance(term.get("name"), str)
+                     and spec(term["name"]).kind != "labels"]
     if teacher_terms:
         raise UserError(f"{source}: fine-tuning uses label terms only, but the objective has {teacher_terms}; "
                         "use `lmdistill train` to distil from a teacher")
-    return config
+    return parse_config(raw, source=source)
 
 
 def _with_classifier(path: str, num_labels: int, output_dir: Path) -> Path:
     """Save ``path`` with a fresh ``num_labels``-way classifier head to ``output_dir/initial`` (once) and return it."""
-    from lmdistill.models.loading import load_model, load_tokenizer
-
     initial = output_dir / "initial"
     if not (initial / "config.json").is_file():
-        model = load_model(path, task="sequence_classification", what="student", num_labels=num_labels,
+        model = load_model(path, model_class=AutoModelForSequenceClassification, what="student", num_labels=num_labels,
                            ignore_mismatched_sizes=True)
         model.save_pretrained(initial)
         try:
@@ -62,14 +61,3 @@ def _with_classifier(path: str, num_labels: int, output_dir: Path) -> Path:
         except UserError:
             pass  # a model dir without tokenizer files: the config's `tokenizer` must name one
     return initial
-
-
-def finetune(config: RunConfig | dict[str, Any] | str | Path, *, overrides: list[str] | None = None, resume: bool = False):
-    """Fine-tune as a fine-tune config says (a dict, a YAML path, or an already expanded RunConfig); returns a RunResult."""
-    from lmdistill.train.loop import distill
-
-    if isinstance(config, (str, Path)):
-        config = finetune_config(read_yaml(config, overrides), source=str(config))
-    elif isinstance(config, dict):
-        config = finetune_config(apply_overrides(copy.deepcopy(config), overrides or []))
-    return distill(config, resume=resume)

@@ -5,7 +5,7 @@ A preset expands to one or more :class:`Stage` s, each an objective (a list of t
 replaced by ``preset: NAME`` or ``preset: {name: NAME, option: value}``; it may add ``stage_overrides:
 {stage_name: {dotted.key: value}}``. :func:`expand_preset_config` turns it into one :class:`RunConfig` per stage:
 stage k writes to ``output_dir/<k>-<stage>`` (a one-stage preset to ``output_dir`` itself) and every stage after the
-first starts from the previous stage's student. ``lmdistill train-preset --config`` runs them in order.
+first starts from the previous stage's student. ``lmdistill train --config`` runs them in order.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from lmdistill.config import RunConfig, apply_overrides, parse_config, read_yaml
 from lmdistill.errors import UserError
+from lmdistill.train.loop import RunResult, distill
 
 
 @dataclass(frozen=True)
@@ -211,8 +212,14 @@ def load_preset_config(path: str | Path, overrides: list[str] | None = None) -> 
     return expand_preset_config(raw, source=str(path))
 
 
-def run_stages(configs: list[RunConfig], *, resume: bool = False) -> list:
-    """Run stage configs in order (each stage's student feeds the next); returns their ``RunResult`` s."""
-    from lmdistill.train.loop import distill
+def run_stages(configs: list[RunConfig], *, resume: bool = False, stop_after: int | None = None) -> list[RunResult]:
+    """Run stage configs in order (each stage's student feeds the next); returns their ``RunResult`` s.
 
-    return [distill(config, resume=resume) for config in configs]
+    A stage that stops early (Ctrl-C, SIGTERM, ``stop_after``) ends the list: the next stage would start from a
+    half-trained student, so it does not start."""
+    results = []
+    for config in configs:
+        results.append(distill(config, resume=resume, stop_after=stop_after))
+        if results[-1].stopped_early:
+            break
+    return results

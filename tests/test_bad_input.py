@@ -170,7 +170,7 @@ def test_resume_from_a_checkpoint_of_another_run(tmp_path, tiny_tokenizer_dir, t
 
 
 @pytest.mark.parametrize("content,expected", [("output_dir: x\n  bad: [\n", "malformed YAML"),
-                                              ("output_dir: x\n", "teacher: Field required; add teacher to the config")])
+                                              ("output_dir: x\n", "student: Field required; add student to the config")])
 def test_real_process_prints_one_line_and_exits_2(tmp_path, content, expected):
     config = tmp_path / "run.yaml"
     config.write_text(content)

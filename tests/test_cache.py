@@ -20,7 +20,7 @@ from lmdistill.config import parse_config
 from lmdistill.errors import UserError
 from lmdistill.models.loading import load_tokenizer
 from lmdistill.tasks import get_task
-from lmdistill.train.setup import load_teacher
+from lmdistill.models.build import load_teacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,7 +59,7 @@ def _live(config, indices):
     """Live teacher log-softmax (B, S, V) in float64 for examples collated like the engine does."""
     tokenizer = load_tokenizer(config.tokenizer)
     examples, _ = get_task("causal_lm").load_datasets(config.data, tokenizer, config.seed)
-    teacher = load_teacher(config.teachers[0], task="causal_lm", seed=config.seed)
+    teacher = load_teacher(config.teachers[0], model_class=get_task("causal_lm").model_class, seed=config.seed)
     batch = get_task("causal_lm").collate([examples[i] for i in indices], tokenizer.pad_token_id)
     with torch.no_grad():
         logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

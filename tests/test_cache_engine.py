@@ -9,11 +9,13 @@ import torch
 from safetensors.torch import load_file
 
 from lmdistill import distill
-from lmdistill.cache import build_teacher_cache, cached_teacher_terms
+from lmdistill.cache import build_teacher_cache
 from lmdistill.config import parse_config
 from lmdistill.errors import UserError
 from lmdistill.losses.sparse import sparse_from_logits
-from lmdistill.train.objective import Features, Masks, build_terms, compute_terms
+from lmdistill.objective import Features, Masks, build_terms, compute_terms
+from lmdistill.teachers.cached import SparseTeacherBatch
+from lmdistill.teachers.live import DenseTeacherBatch
 from test_cache import VOCAB, char_run_config, char_tokenizer_dir  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,7 +68,7 @@ def test_a_cache_of_other_data_is_refused_by_the_run(tmp_path, char_tokenizer_di
         distill(other)
 
 
-def test_cached_terms_equal_compute_terms_for_a_full_sparse_teacher():
+def test_a_full_sparse_teacher_gives_the_terms_of_the_live_teacher():
     generator = torch.Generator().manual_seed(0)
     student = torch.randn(2, 5, 7, generator=generator, dtype=torch.float64, requires_grad=True)
     teacher = torch.randn(2, 5, 7, generator=generator, dtype=torch.float64)
@@ -74,8 +76,9 @@ def test_cached_terms_equal_compute_terms_for_a_full_sparse_teacher():
     targets[1, 3:] = -100
     masks = Masks(loss=targets != -100, tokens=torch.ones(2, 6, dtype=torch.bool), loss_count=8.0, token_count=12.0)
     terms = build_terms(parse_config(_minimal(OBJECTIVE + [{"name": "forward_kl"}])).objective, student_layers=1, teacher_layers=1)
-    live = compute_terms(terms, Features(logits=student), Features(logits=teacher), targets, masks, None, 0.5)
-    cached = cached_teacher_terms(terms, student, sparse_from_logits(teacher, 7), targets, masks, 0.5, vocab_size=7)
+    live = compute_terms(terms, Features(logits=student), DenseTeacherBatch(Features(logits=teacher)), targets, masks, None, 0.5)
+    cached = compute_terms(terms, Features(logits=student), SparseTeacherBatch(sparse_from_logits(teacher, 7), vocab_size=7),
+                           targets, masks, None, 0.5)
     assert live.keys() == cached.keys() == {"jsd", "ce", "forward_kl"}
     for label in live:
         torch.testing.assert_close(cached[label], live[label], rtol=0, atol=1e-10)

@@ -15,8 +15,8 @@ from lmdistill.data.classification import build_classification_examples, collate
 from lmdistill.errors import UserError
 from lmdistill.tasks import get_task
 from lmdistill.tasks.classification import classification_scores
-from lmdistill.train.features import forward_features
-from lmdistill.train.objective import Needs
+from lmdistill.objective import forward_features
+from lmdistill.objective import Needs
 from test_classification_helpers import make_tokenizer_dir, run_config, tiny_bert  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,14 +50,14 @@ def test_first_step_terms_equal_hand_computed_ce_and_soft_ce(tmp_path, tokenizer
     """Step 1's logged terms against CE and T²·soft-CE computed in float64 from the same two initial models."""
     from lmdistill.config import parse_config
     from lmdistill.models.loading import load_tokenizer
-    from lmdistill.train.setup import build_student, load_teacher
+    from lmdistill.models.build import build_student, load_teacher
 
     no_dropout = {**tiny_bert(), "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
     raw = run_config(tmp_path, tokenizer_dir, teacher={"config": no_dropout},
                      train={"max_steps": 1, "batch_size": 32, "log_every": 1, "progress": False})
     config = parse_config(raw)
-    teacher = load_teacher(config.teachers[0], task=config.task, seed=0)
-    student = build_student(config.student, teacher, task=config.task, seed=0)
+    teacher = load_teacher(config.teachers[0], model_class=get_task(config.task).model_class, seed=0)
+    student = build_student(config.student, teacher, model_class=get_task(config.task).model_class, seed=0)
     task = get_task("sequence_classification")
     examples, _ = task.load_datasets(config.data, load_tokenizer(str(tokenizer_dir)), 0)
     batch = task.collate(examples, 0)  # batch 32 = every example: the step's order does not change the means
@@ -127,7 +127,7 @@ def test_pairs_get_segment_ids_and_the_engine_passes_them(tokenizer_dir):
     assert batch["attention_mask"][0].tolist() == [1] * len(expected["input_ids"]) + [0] * pad
     from lmdistill.models.loading import model_from_config
 
-    model = model_from_config(tiny_bert(), task="sequence_classification").eval()
+    model = model_from_config(tiny_bert(), model_class=AutoModelForSequenceClassification).eval()
     needs = Needs(logits=True, hidden_states=False, attentions=False, teacher=True)
     task = get_task("sequence_classification")
     got = forward_features(model, batch, needs, task, grad=False).logits

@@ -17,7 +17,7 @@ def test_teacher_config_is_a_labels_only_run():
     raw = yaml.safe_load((CONFIGS / "sst2-teacher.yaml").read_text())
     config = finetune_config(raw, source="sst2-teacher.yaml")
     assert config.task == "sequence_classification" and [t.name for t in config.objective] == ["ce"]
-    assert config.data.text_field == "sentence" and config.teachers[0].path == config.student.path
+    assert config.data.text_field == "sentence" and config.teacher is None and not config.needs_teacher
 
 
 @pytest.mark.parametrize("path", sorted(p.name for p in CONFIGS.glob("sst2-*.yaml") if p.name != "sst2-teacher.yaml"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import torch
+from transformers import AutoModelForSequenceClassification
 
 from lmdistill.tasks.classification_table import comparison_table, dev_accuracy, size_and_latency
 from test_classification_helpers import tiny_bert  # noqa: F401
@@ -29,7 +30,7 @@ def test_table_rows_by_hand():
 def test_accuracy_and_size_of_a_saved_model(tmp_path):
     from lmdistill.models.loading import count_parameters, model_from_config
 
-    model = model_from_config(tiny_bert(layers=1), task="sequence_classification").eval()
+    model = model_from_config(tiny_bert(layers=1), model_class=AutoModelForSequenceClassification).eval()
     model.save_pretrained(tmp_path / "m")
     examples = [{"input_ids": [2, 5 + i, 3], "token_type_ids": [0, 0, 0], "label": i % 2} for i in range(6)]
     with torch.no_grad():

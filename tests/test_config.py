@@ -31,14 +31,10 @@ def _minimal(**changes) -> dict:
 @pytest.mark.parametrize("path", RUN_CONFIGS, ids=[p.name for p in RUN_CONFIGS])
 def test_every_shipped_run_config_loads(path):
     """Plain, preset (one config per stage) and fine-tune configs all validate."""
-    from lmdistill.commands.check import load_any_config
+    from lmdistill.api import load_run_configs
 
-    configs = load_any_config(path, [])
+    configs = load_run_configs(path, [])
     assert configs and all(config.objective and config.output_dir for config in configs)
-
-
-def test_shipped_configs_exist():
-    assert any(p.name == "tiny-causal.yaml" for p in RUN_CONFIGS)
 
 
 def test_overrides_apply_dotted_paths_and_list_indices(tmp_path):

@@ -38,7 +38,8 @@ def test_text_unpacked_appends_eos_and_truncates(gpt2_tokenizer):
     long_doc = len(ids(gpt2_tokenizer, DOCS[0])) + 1
     assert long_doc > 5 and expected[2] == ids(gpt2_tokenizer, "Hi") + [EOS]
     assert (stats.records, stats.examples, stats.truncated, stats.dropped) == (3, 3, 2, 0)
-    assert stats.tokens == sum(map(len, expected)) == stats.loss_tokens
+    # Every position that predicts a token is in the loss: len - 1 per example (nothing predicts the first token).
+    assert stats.tokens == sum(map(len, expected)) and stats.loss_tokens == stats.predicted_positions == stats.tokens - len(expected)
 
 
 def test_text_packing_blocks_are_the_concatenation(gpt2_tokenizer):
@@ -86,7 +87,7 @@ def test_prompt_completion_truncation_and_drop(gpt2_tokenizer):
     assert examples == [{"input_ids": p_short + c[:2], "labels": [IGNORE] * len(p_short) + c[:2]}]
     assert (stats.records, stats.examples, stats.truncated, stats.dropped) == (2, 1, 2, 1)
     assert stats.loss_tokens == 2 and stats.tokens == max_length
-    assert stats.loss_token_fraction == pytest.approx(2 / max_length, abs=0)
+    assert stats.loss_token_fraction == pytest.approx(2 / (max_length - 1), abs=0)  # of the predicted positions
 
 
 def test_eos_stays_in_loss_when_pad_equals_eos(gpt2_tokenizer):

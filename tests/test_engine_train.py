@@ -6,6 +6,8 @@ import json
 
 import pytest
 import torch
+
+from lmdistill.tasks import get_task
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -42,11 +44,11 @@ def test_run_writes_a_loadable_student_metrics_and_config(tmp_path, gpt2_tokeniz
 def test_pruned_student_starts_from_the_teachers_layers(tmp_path, gpt2_tokenizer_dir):
     """Steps=0 is not allowed, so check the copy on the model built by setup before training."""
     from lmdistill.config import parse_config
-    from lmdistill.train.setup import build_student, load_teacher
+    from lmdistill.models.build import build_student, load_teacher
 
     config = parse_config(tiny_run_config(tmp_path / "run", gpt2_tokenizer_dir))
-    teacher = load_teacher(config.teachers[0], task="causal_lm", seed=0)
-    student = build_student(config.student, teacher, task="causal_lm", seed=0)
+    teacher = load_teacher(config.teachers[0], model_class=get_task("causal_lm").model_class, seed=0)
+    student = build_student(config.student, teacher, model_class=get_task("causal_lm").model_class, seed=0)
     torch.testing.assert_close(student.model.layers[1].mlp.up_proj.weight, teacher.model.layers[3].mlp.up_proj.weight, rtol=0, atol=0)
     torch.testing.assert_close(student.model.layers[0].self_attn.q_proj.weight, teacher.model.layers[0].self_attn.q_proj.weight, rtol=0, atol=0)
     assert student.model.layers[1].self_attn.layer_idx == 1

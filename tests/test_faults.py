@@ -98,10 +98,24 @@ def reference_weights(tmp_path_factory, tiny_tokenizer_dir, tiny_data):
     return _weights(out)
 
 
-def _start_training(config: Path, *overrides: str, env: dict | None = None) -> subprocess.Popen:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "lmdistill", "train", "--config", str(config), *overrides],
-                            cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+# The real CLI, with the checkpoint writer held for a while after the complete .tmp- dir is written (and before the
+# rename), so a test can kill -9 the process exactly there. The product has no test hook; the test patches it.
+_SLOW_CHECKPOINT = """
+import sys, time
+from lmdistill.train import checkpoint
+original = checkpoint._fsync_tree
+checkpoint._fsync_tree = lambda folder: (original(folder), time.sleep(float(sys.argv[1])))
+from lmdistill.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _start_training(config: Path, *overrides: str, hold_checkpoint_s: float | None = None) -> subprocess.Popen:
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    arguments = ["train", "--config", str(config), *overrides]
+    command = ([sys.executable, "-c", _SLOW_CHECKPOINT, str(hold_checkpoint_s), *arguments] if hold_checkpoint_s
+               else [sys.executable, "-m", "lmdistill", *arguments])
+    return subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for(predicate, process: subprocess.Popen, timeout: float = 90.0) -> None:
@@ -139,7 +153,7 @@ def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, tiny
     run_dir = tmp_path / "run"
     config = write_config(tmp_path / "run.yaml", tiny_config(run_dir, tiny_tokenizer_dir, tiny_data, train=LONG_RUN))
     checkpoints = run_dir / "checkpoints"
-    process = _start_training(config, "train.save_every=2", env={"LMDISTILL_TEST_SLOW_CHECKPOINT": "1.5"})
+    process = _start_training(config, "train.save_every=2", hold_checkpoint_s=1.5)
     _wait_for(lambda: (checkpoints / "step-00000002").is_dir() and (checkpoints / ".tmp-step-00000004").is_dir(), process)
     process.kill()  # SIGKILL: no handler runs, the rename never happens
     process.communicate(timeout=30)

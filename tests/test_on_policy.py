@@ -11,7 +11,8 @@ from transformers import LlamaForCausalLM
 from conftest import tiny_llama_config
 from lmdistill.config import SamplingConfig
 from lmdistill.data.collate import collate_causal
-from lmdistill.train.on_policy import prompt_lengths, should_use_student_samples, student_rollout
+from lmdistill.tasks.causal_rollout import prompt_lengths, student_rollout
+from lmdistill.train.transforms import should_use_student_samples
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

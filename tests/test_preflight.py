@@ -44,11 +44,12 @@ def test_tiny_run_passes_and_reports_exact_numbers(tmp_path, tiny_tokenizer_dir,
     report = run_preflight(config)
     assert not report.errors, report.table()
     tokenizer = load_tokenizer(str(tiny_tokenizer_dir))
-    # Packed stream: every sentence + EOS, cut into blocks of 16; all positions but each block's first are in the loss.
+    # Packed stream: every sentence + EOS, cut into blocks of 16; every position that predicts a token (all but each
+    # block's last) is in the loss.
     stream = sum(len(tokenizer(text)["input_ids"]) + 1 for text in sentences())
     blocks = [min(16, stream - start) for start in range(0, stream, 16)]
     blocks = [b for b in blocks if b >= 2]
-    total, in_loss = sum(blocks), sum(b - 1 for b in blocks)
+    total = in_loss = sum(b - 1 for b in blocks)
     assert _only(report, "loss positions").message == f"{in_loss / total:.1%} of {total} positions"
     assert _only(report, "pad/eos").message == f"pad = eos = 1; {len(sentences())} of {len(sentences())} EOS tokens are in the loss"
     assert _only(report, "token ids").message == f"largest id in the data {VOCAB - 1}"
@@ -96,12 +97,12 @@ def test_pad_equal_eos_needs_real_eos_in_the_loss(tiny_tokenizer_dir):
 def test_loss_fraction_zero_fails_and_under_one_percent_warns():
     report = PreflightReport()
     checks.check_loss_fraction(report, [{"labels": [-100] * 8}])
-    # 1 loss position (the first label never counts) of 200: 0.5%.
+    # 1 loss position (the first label never counts) of 199 predicted positions: 0.50%.
     checks.check_loss_fraction(report, [{"labels": [5] + [-100] * 198 + [7]}])
     checks.check_loss_fraction(report, [{"labels": [5, 6, 7, -100]}])
     assert [c.status for c in report.checks] == ["error", "warning", "ok"]
-    assert report.checks[1].message.startswith("only 0.50% of positions are in the loss (1 of 200)")
-    assert report.checks[2].message == "50.0% of 4 positions"
+    assert report.checks[1].message.startswith("only 0.50% of positions are in the loss (1 of 199)")
+    assert report.checks[2].message == "66.7% of 3 positions"
 
 
 def test_chat_data_needs_a_chat_template(tmp_path, tiny_tokenizer_dir, tiny_data):

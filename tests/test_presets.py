@@ -12,7 +12,7 @@ from transformers import AutoModelForSequenceClassification
 from lmdistill.cli import main
 from lmdistill.errors import UserError
 from lmdistill.presets import PRESETS, describe_presets, expand_preset_config, preset_stages, run_stages
-from test_classification_helpers import make_tokenizer_dir, run_config  # noqa: F401
+from test_classification_helpers import make_tokenizer_dir, run_config, tiny_bert  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -138,14 +138,39 @@ def test_cli_lists_presets_and_shows_one(capsys):
     assert main(["presets", "--show", "nope"]) == 2
 
 
-def test_cli_train_preset_runs_every_stage(tmp_path, tokenizer_dir, capsys):
+def test_cli_train_runs_every_stage_and_the_next_starts_from_the_last_student(tmp_path, tokenizer_dir, capsys):
+    """`lmdistill train` on a preset config: stage 2 (plain CE) gets half the steps and its step-1 loss equals the CE
+    of stage 1's saved student on stage 2's first batch, computed here from the saved weights."""
     import yaml
 
-    raw = run_config(tmp_path, tokenizer_dir)
+    from lmdistill.config import parse_config
+    from lmdistill.data.collate import batches_for_epoch
+    from lmdistill.models.loading import load_tokenizer
+    from lmdistill.tasks import get_task
+
+    no_dropout = {**tiny_bert(), "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    raw = run_config(tmp_path, tokenizer_dir, teacher={"config": no_dropout})
     del raw["objective"]
     path = tmp_path / "preset.yaml"
     path.write_text(yaml.safe_dump({**raw, "preset": "minilm"}))
-    assert main(["train-preset", "--config", str(path), "train.max_steps=4"]) == 0
-    out = capsys.readouterr().out
-    assert "1-attention_transfer: 2 steps" in out and "2-finetune: 2 steps" in out
-    assert (tmp_path / "run" / "2-finetune" / "student" / "config.json").is_file()
+    assert main(["train", "--config", str(path), "train.max_steps=4"]) == 0
+    assert "2-finetune/student" in capsys.readouterr().out
+    stage_dirs = [tmp_path / "run" / "1-attention_transfer", tmp_path / "run" / "2-finetune"]
+    logged = [[json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()] for folder in stage_dirs]
+    assert [[line["step"] for line in lines] for lines in logged] == [[1, 2], [1, 2]]
+    assert set(logged[1][0]) >= {"loss/ce"} and "loss/minilm" in logged[0][0]
+    config = parse_config({**raw, "objective": [{"name": "ce"}]})
+    task = get_task("sequence_classification")
+    examples, _ = task.load_datasets(config.data, load_tokenizer(str(tokenizer_dir)), 0)
+    batch = task.collate([examples[j] for j in batches_for_epoch(len(examples), 8, 0, 0)[0]], 0)
+    stage_1 = AutoModelForSequenceClassification.from_pretrained(stage_dirs[0] / "student")
+    with torch.no_grad():
+        logits = stage_1(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}).logits.double()
+    expected = float(torch.nn.functional.cross_entropy(logits, batch["labels"]))
+    assert logged[1][0]["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_old_train_preset_command_says_what_replaced_it(tmp_path, capsys):
+    assert main(["train-preset", "--config", "x.yaml"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: `lmdistill train-preset` was replaced by `lmdistill train`, which "
+                                               "runs every stage of a preset config; run: lmdistill train --config x.yaml")

@@ -15,9 +15,10 @@ from lmdistill.errors import UserError
 from lmdistill.integrations import DistillationTrainer, DistillationTrainingArguments
 from lmdistill.models import capture as attention_capture
 from lmdistill.tasks import get_task
-from lmdistill.train.features import forward_features
-from lmdistill.train.objective import Masks, build_terms, compute_terms, needs_of, projection_widths, total_loss
-from lmdistill.train.setup import StudentBundle
+from lmdistill.objective import forward_features
+from lmdistill.objective import Masks, build_terms, compute_terms, needs_of, projection_widths, total_loss
+from lmdistill.models.build import StudentBundle
+from lmdistill.teachers.live import DenseTeacherBatch
 
 VOCAB = 97
 OBJECTIVE = [
@@ -71,7 +72,7 @@ def _engine_loss(teacher, student, batch, projections_state):
     targets, loss_mask = task.targets(batch)
     masks = Masks(loss=loss_mask, tokens=batch["attention_mask"].bool(),
                   loss_count=loss_mask.sum().float(), token_count=batch["attention_mask"].sum().float())
-    values = compute_terms(terms, student_features, teacher_features, targets, masks, bundle.projections, 0.0)
+    values = compute_terms(terms, student_features, DenseTeacherBatch(teacher_features), targets, masks, bundle.projections, 0.0)
     return total_loss(terms, values, 0.0), values
 
 

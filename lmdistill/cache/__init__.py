@@ -1,7 +1,6 @@
 """Teacher-signal caches: run the teacher once (``lmdistill cache``), distil from its stored top-k signal many times."""
 
-from lmdistill.cache.engine import cached_teacher_terms, check_terms_for_cache, open_run_cache
 from lmdistill.cache.reader import TeacherCache
 from lmdistill.cache.writer import build_teacher_cache
 
-__all__ = ["TeacherCache", "build_teacher_cache", "cached_teacher_terms", "check_terms_for_cache", "open_run_cache"]
+__all__ = ["TeacherCache", "build_teacher_cache"]

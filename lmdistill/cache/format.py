@@ -24,7 +24,6 @@ k + 1 buckets, so the stored distribution need not sum to exactly 1):
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import torch
@@ -79,8 +78,3 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def replace_atomically(temporary: Path, final: Path) -> None:
-    """fsync ``temporary`` and rename it onto ``final``: readers see the old file or the whole new one."""
-    with open(temporary, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, final)

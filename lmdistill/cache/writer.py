@@ -15,16 +15,17 @@ import torch
 from safetensors.torch import save_file
 
 from lmdistill.cache.format import (
-    INDEX, MANIFEST, QUANTIZATIONS, bytes_per_position, encode_log_probs, file_sha256, replace_atomically, shard_name,
+    INDEX, MANIFEST, QUANTIZATIONS, bytes_per_position, encode_log_probs, file_sha256, shard_name,
 )
 from lmdistill.cache.manifest import IDENTITY_KEYS, data_fingerprint, new_manifest, read_manifest, teacher_fingerprint, tokenizer_fingerprint
 from lmdistill.config import RunConfig
 from lmdistill.data.collate import collate_causal
 from lmdistill.errors import UserError
+from lmdistill.files import replace_atomically
 from lmdistill.losses.sparse import sparse_from_logits
 from lmdistill.models.loading import load_tokenizer
 from lmdistill.tasks import get_task
-from lmdistill.train.setup import load_teacher, tokenizer_source
+from lmdistill.models.build import load_teacher, tokenizer_source
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def build_teacher_cache(
     tokenizer = load_tokenizer(tokenizer_source(config))
     task = get_task(config.task)
     examples, _ = task.load_datasets(config.data, tokenizer, config.seed)
-    teacher = load_teacher(teacher_config, task=config.task, seed=config.seed)
+    teacher = load_teacher(teacher_config, model_class=task.model_class, seed=config.seed)
     vocab_size = teacher.get_output_embeddings().weight.shape[0]
     if not 1 <= top_k <= vocab_size:
         raise UserError(f"--top-k {top_k} must be between 1 and the teacher's vocabulary size {vocab_size}")

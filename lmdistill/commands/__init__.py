@@ -1,16 +1,6 @@
-"""Subcommands kept beside the features they expose; importing a module registers its commands with the CLI."""
+"""Subcommands kept beside the features they expose; importing this package registers every command."""
 
-import importlib
+from lmdistill.commands import cache, check, demo, evaluate, generate, presets, train
+from lmdistill.commands.registry import COMMANDS
 
-# One line per feature area; each module calls lmdistill.cli.command(...) at import.
-_MODULES = [
-    "generate",
-    "encoder",
-    "cache",
-    "demo",
-    "check",
-    "evaluate",
-]
-
-for _name in _MODULES:
-    importlib.import_module(f"lmdistill.commands.{_name}")
+__all__ = ["COMMANDS", "cache", "check", "demo", "evaluate", "generate", "presets", "train"]

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lmdistill.cli import command
+from lmdistill.commands.registry import command
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from lmdistill.eval.compare import SUMMARY_COLUMNS, evaluate_model_dirs, summary_rows
-    from lmdistill.train.export import write_atomically
+    from lmdistill.files import write_atomically
 
     results = evaluate_model_dirs(
         _named_models(args.model), args.data, teacher=args.teacher, data_format=args.format, text_field=args.text_field,

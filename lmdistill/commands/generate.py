@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lmdistill.cli import command
+from lmdistill.commands.registry import command
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

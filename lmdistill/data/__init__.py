@@ -8,7 +8,8 @@ from lmdistill.data.causal import (
     loss_token_fraction,
     split_eval,
 )
-from lmdistill.data.collate import IGNORE_INDEX, batches_for_epoch, collate_causal
+from lmdistill.data.collate import batches_for_epoch, collate_causal
+from lmdistill.losses import IGNORE_INDEX
 from lmdistill.data.readers import SUPPORTED_SUFFIXES, read_records
 
 __all__ = [

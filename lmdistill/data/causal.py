@@ -22,9 +22,10 @@ from typing import Any
 import torch
 
 from lmdistill.config import DataConfig
-from lmdistill.data.chat import IGNORE_INDEX, tokenize_chats, validate_messages
+from lmdistill.data.chat import tokenize_chats, validate_messages
 from lmdistill.data.readers import read_records
 from lmdistill.errors import UserError
+from lmdistill.losses import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +39,14 @@ class BuildStats:
     records: int
     examples: int
     tokens: int
-    loss_tokens: int
+    loss_tokens: int  # positions in the loss (see loss_positions)
+    predicted_positions: int  # positions that predict a token: Σ (len − 1)
     truncated: int  # examples cut at max_length (packing cuts everything, so 0 there)
     dropped: int  # records that left no example: nothing in the loss after truncation, or under 2 tokens
 
     @property
     def loss_token_fraction(self) -> float:
-        return self.loss_tokens / self.tokens if self.tokens else 0.0
+        return self.loss_tokens / self.predicted_positions if self.predicted_positions else 0.0
 
     def describe(self, name: str) -> str:
         return (
@@ -53,11 +55,21 @@ class BuildStats:
         )
 
 
+def loss_positions(examples: list[Example]) -> tuple[int, int]:
+    """(positions in the loss, positions predicted) of causal examples: Σ_t≥1 [label_t ≠ -100] and Σ (len − 1).
+
+    The first label never counts: nothing predicts it (the task's targets are labels[1:]). The one rule for "how
+    much of the data is in the loss", used by the data reader's report and by preflight.
+    """
+    in_loss = sum(sum(label != IGNORE_INDEX for label in example["labels"][1:]) for example in examples)
+    predicted = sum(max(len(example["labels"]) - 1, 0) for example in examples)
+    return in_loss, predicted
+
+
 def loss_token_fraction(examples: list[Example]) -> float:
-    """Fraction of all positions whose label is not -100: Σ [label ≠ -100] / Σ len(input_ids)."""
-    total = sum(len(example["labels"]) for example in examples)
-    in_loss = sum(sum(label != IGNORE_INDEX for label in example["labels"]) for example in examples)
-    return in_loss / total if total else 0.0
+    """Fraction of predicted positions that are in the loss (see :func:`loss_positions`)."""
+    in_loss, predicted = loss_positions(examples)
+    return in_loss / predicted if predicted else 0.0
 
 
 def build_causal_examples(records: list[dict[str, Any]], tokenizer: Any, data: DataConfig) -> list[Example]:
@@ -93,10 +105,10 @@ def build_causal_examples_with_stats(
         ]
         full = tokenize_chats(conversations, tokenizer, [f"record {index}" for index in range(len(records))])
         examples, truncated = _truncate(full, data.max_length)
-    kept = [ex for ex in examples if len(ex["input_ids"]) >= 2 and any(l != IGNORE_INDEX for l in ex["labels"])]
+    kept = [ex for ex in examples if len(ex["input_ids"]) >= 2 and any(label != IGNORE_INDEX for label in ex["labels"][1:])]
+    loss_tokens, predicted = loss_positions(kept)
     tokens = sum(len(ex["input_ids"]) for ex in kept)
-    loss_tokens = sum(sum(label != IGNORE_INDEX for label in ex["labels"]) for ex in kept)
-    stats = BuildStats(len(records), len(kept), tokens, loss_tokens, truncated, dropped=len(examples) - len(kept))
+    stats = BuildStats(len(records), len(kept), tokens, loss_tokens, predicted, truncated, dropped=len(examples) - len(kept))
     return kept, stats
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from lmdistill.errors import UserError
+from lmdistill.losses import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 
 
 def check_chat_tokenizer(tokenizer: Any) -> None:

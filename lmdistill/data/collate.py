@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from lmdistill.errors import UserError
+from lmdistill.losses import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 
 
 def collate_causal(examples: list[dict[str, list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:

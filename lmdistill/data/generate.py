@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM
 
 from lmdistill.data.filters import RowFilter
 from lmdistill.data.generate_config import GenerateConfig
@@ -30,6 +31,7 @@ from lmdistill.data.generate_store import append_rows, check_manifest, filtered_
 from lmdistill.data.readers import read_records
 from lmdistill.data.sampling import eos_set, row_seed, sample_continuations
 from lmdistill.errors import UserError
+from lmdistill.models.build import load_teacher
 from lmdistill.models.loading import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -128,11 +130,9 @@ def teacher_name(config: GenerateConfig) -> str:
 def _make_sampler(config: GenerateConfig, tokenizer: Any) -> Sampler:
     if config.backend == "vllm":
         return _vllm_sampler(config, tokenizer)
-    from lmdistill.train.setup import load_teacher
-
     # A `config` teacher (tests, smoke runs) gets seed-0 weights, the same as a run config with seed 0 builds, so the
     # sampling seed changes the samples and never the teacher.
-    teacher = load_teacher(config.teacher, task="causal_lm", seed=0)
+    teacher = load_teacher(config.teacher, model_class=AutoModelForCausalLM, seed=0)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
     try:
         teacher.to(device)

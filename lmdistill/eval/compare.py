@@ -44,7 +44,7 @@ def evaluate_model_dirs(
     from lmdistill.eval.footprint import measure_latency, model_footprint
     from lmdistill.eval.runner import evaluate_generation
     from lmdistill.models.loading import load_model, load_tokenizer
-    from lmdistill.train.evaluate import evaluate_student
+    from lmdistill.eval.held_out import causal_lm_scores
 
     ordered = ({"teacher": teacher} if teacher is not None else {}) | dict(models)
     tokenizer = load_tokenizer(str(teacher if teacher is not None else next(iter(models.values()))))
@@ -67,11 +67,11 @@ def evaluate_model_dirs(
     for name, folder in ordered.items():
         model = teacher_model if name == "teacher" else load_model(str(folder), what=f"model {name}").eval()
         reference_teacher = None if name == "teacher" else teacher_model
-        scores = evaluate_student(model, reference_teacher, examples, tokenizer.pad_token_id, batch_size, torch.device("cpu"))
+        scores = causal_lm_scores(model, reference_teacher, examples, tokenizer.pad_token_id, batch_size, torch.device("cpu"))
         row: dict[str, Any] = {"layers": model.config.num_hidden_layers, **model_footprint(model),
-                               **measure_latency(model, latency_input), "perplexity": scores["eval/perplexity"]}
+                               **measure_latency(model, latency_input), "perplexity": scores["perplexity"]}
         if reference_teacher is not None:
-            row.update(top1_agreement=scores["eval/top1_agreement"], mean_token_kl=scores["eval/mean_token_kl"])
+            row.update(top1_agreement=scores["top1_agreement"], mean_token_kl=scores["mean_token_kl"])
         if references is not None:
             row.update(evaluate_generation(model, tokenizer, prompts, references, max_new_tokens=max_new_tokens, batch_size=batch_size))
         results[name] = row

@@ -12,8 +12,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from lmdistill.losses import IGNORE_INDEX
 
-def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> tuple[float, int]:
+
+def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> tuple[float, int]:
     """Summed negative log-likelihood of ``labels`` under ``logits`` and the number of scored tokens.
 
     Shapes: ``logits`` (B, S, V), ``labels`` (B, S) already aligned with ``logits`` (no shift here);

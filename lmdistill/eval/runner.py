@@ -12,7 +12,8 @@ import torch
 
 from lmdistill.errors import UserError
 from lmdistill.eval.footprint import measure_latency, model_footprint
-from lmdistill.eval.lm_metrics import bits_per_byte, perplexity, token_kl_sum, token_nll_sum, top1_match_count
+from lmdistill.eval.held_out import causal_lm_scores
+from lmdistill.eval.lm_metrics import bits_per_byte
 from lmdistill.eval.text_metrics import References, bleu, chrf, rouge
 
 __all__ = ["evaluate_causal_lm", "evaluate_generation", "generate_greedy", "measure_latency", "model_footprint"]
@@ -49,11 +50,6 @@ def _scored_bytes(tokenizer, token_ids: list[int]) -> int:
     return len(text.encode("utf-8"))
 
 
-def _forward_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    device = _device(model)
-    return model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
-
-
 def evaluate_causal_lm(
     model: torch.nn.Module,
     tokenizer,
@@ -65,60 +61,20 @@ def evaluate_causal_lm(
 ) -> dict[str, float]:
     """Perplexity and bits per byte of ``model`` on held-out ``texts``; with a teacher, top-1 agreement and KL.
 
-    Each text is tokenised (special tokens included, truncated to ``max_length``) and right-padded; logits at t
-    score the token at t + 1, and padding is never scored. Bytes for bits per byte are the UTF-8 bytes of the
-    scored tokens decoded without special tokens. Returns ``perplexity``, ``bits_per_byte``, ``nll_per_token``,
-    ``num_tokens`` and, with ``teacher``, ``top1_agreement`` and ``mean_token_kl`` (KL(p_t ‖ p_s), temperature 1).
+    Each text is tokenised (special tokens included, truncated to ``max_length``) and scored by
+    :func:`lmdistill.eval.held_out.causal_lm_scores` (every token after the first). Bytes for bits per byte are the
+    UTF-8 bytes of the scored tokens decoded without special tokens. Returns ``perplexity``, ``bits_per_byte``,
+    ``nll_per_token``, ``num_tokens`` and, with ``teacher``, ``top1_agreement`` and ``mean_token_kl``.
     """
     if not texts:
         raise UserError("no evaluation texts: give at least one held-out text")
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
-    pad_id = _pad_id(tokenizer)
-    nll_total, token_total, byte_total = 0.0, 0, 0
-    matches_total, kl_total, agreement_count = 0, 0.0, 0
-    models = [model] + ([teacher] if teacher is not None else [])
-    modes = [m.training for m in models]
-    for m in models:
-        m.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(encoded), batch_size):
-                batch = [seq for seq in encoded[start : start + batch_size] if len(seq) >= 2]
-                if not batch:
-                    continue
-                input_ids, attention_mask = _pad(batch, pad_id, "right")
-                student_logits = _forward_logits(model, input_ids, attention_mask)[:, :-1]
-                target_mask = attention_mask[:, 1:].bool().to(student_logits.device)
-                labels = input_ids[:, 1:].to(student_logits.device).masked_fill(~target_mask, -100)
-                nll_sum, count = token_nll_sum(student_logits, labels)
-                nll_total += nll_sum
-                token_total += count
-                byte_total += sum(_scored_bytes(tokenizer, seq) for seq in batch)
-                if teacher is not None:
-                    teacher_logits = _forward_logits(teacher, input_ids, attention_mask)[:, :-1].to(student_logits.device)
-                    shared_vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])
-                    student_shared = student_logits[..., :shared_vocab]
-                    teacher_shared = teacher_logits[..., :shared_vocab]
-                    matches, valid = top1_match_count(student_shared, teacher_shared, target_mask)
-                    kl_sum, _ = token_kl_sum(student_shared, teacher_shared, target_mask)
-                    matches_total += matches
-                    kl_total += kl_sum
-                    agreement_count += valid
-    finally:
-        for m, mode in zip(models, modes):
-            m.train(mode)
-    if token_total == 0:
+    examples = [{"input_ids": ids, "labels": ids} for ids in encoded if len(ids) >= 2]
+    if not examples:
         raise UserError("evaluation texts give no token to score: each text needs at least two tokens")
-    results = {
-        "perplexity": perplexity(nll_total, token_total),
-        "bits_per_byte": bits_per_byte(nll_total, byte_total),
-        "nll_per_token": nll_total / token_total,
-        "num_tokens": float(token_total),
-    }
-    if teacher is not None:
-        results["top1_agreement"] = matches_total / agreement_count
-        results["mean_token_kl"] = kl_total / agreement_count
-    return results
+    scores = causal_lm_scores(model, teacher, examples, _pad_id(tokenizer), batch_size, _device(model))
+    scored_bytes = sum(_scored_bytes(tokenizer, example["input_ids"]) for example in examples)
+    return {**scores, "bits_per_byte": bits_per_byte(scores["nll_per_token"] * scores["num_tokens"], scored_bytes)}
 
 
 def _eos_ids(model: torch.nn.Module, tokenizer) -> set[int]:

@@ -2,7 +2,7 @@
 
 ``DistillationTrainingArguments`` adds an ``objective`` list of term dicts (the run config's YAML form, validated by
 :class:`lmdistill.config.TermConfig`); ``DistillationTrainer`` takes the ``teacher_model``, keeps it frozen in eval
-mode on the right device, and computes the loss with :mod:`lmdistill.train.objective`, normalised by the valid
+mode on the right device, and computes the loss with :mod:`lmdistill.objective`, normalised by the valid
 positions of the whole global batch (all accumulation steps and processes), as the engine's loop does.
 """
 
@@ -19,16 +19,16 @@ from transformers import Trainer, TrainingArguments
 from lmdistill.config import TermConfig
 from lmdistill.errors import UserError
 from lmdistill.models import capture as attention_capture
-from lmdistill.tasks import get_task
-from lmdistill.train.features import forward_features
-from lmdistill.train.objective import Features, Masks, build_terms, compute_terms, needs_of, projection_widths, total_loss
+from lmdistill.objective import Masks, build_terms, compute_terms, forward_features, needs_of, projection_widths, total_loss
+from lmdistill.tasks import TASKS, get_task
+from lmdistill.teachers.live import DenseTeacherBatch
 
 @dataclass
 class DistillationTrainingArguments(TrainingArguments):
     """``TrainingArguments`` plus ``objective``: weighted loss terms, e.g.
     ``[{"name": "forward_kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]``."""
 
-    task: str = field(default="causal_lm", metadata={"help": "causal_lm or sequence_classification: which logits are distilled."})
+    task: str = field(default="causal_lm", metadata={"help": "a task name (causal_lm, sequence_classification, ...): which logits are distilled."})
     objective: list[dict[str, Any]] = field(
         default_factory=lambda: [{"name": "forward_kl", "weight": 1.0}],
         metadata={"help": "Loss terms as in the run config's `objective`: {name, weight, layers?, ...loss parameters}."},
@@ -36,8 +36,8 @@ class DistillationTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.task not in ("causal_lm", "sequence_classification"):
-            raise UserError(f"task {self.task!r} is not known; use 'causal_lm' or 'sequence_classification'")
+        if self.task not in TASKS:
+            raise UserError(f"task {self.task!r} is not known; use one of {', '.join(map(repr, TASKS))}")
         self.objective = [config.model_dump(mode="json") for config in parse_objective(self.objective)]
 
     @property
@@ -146,10 +146,10 @@ class DistillationTrainer(Trainer):
         targets, loss_mask = self.task.targets(batch)
         loss_count, token_count = self._global_counts if training else (loss_mask.sum().float(), batch["attention_mask"].sum().float())
         progress = self.state.global_step / self.state.max_steps if self.state.max_steps else 0.0
-        teacher_features = forward_features(self.teacher_model, batch, self.needs, self.task, grad=False) if self.needs.teacher else Features()
+        teacher = DenseTeacherBatch(forward_features(self.teacher_model, batch, self.needs, self.task, grad=False)) if self.needs.teacher else None
         student_features = forward_features(model, batch, self.needs, self.task, grad=torch.is_grad_enabled())
         masks = Masks(loss=loss_mask, tokens=batch["attention_mask"].bool(), loss_count=loss_count, token_count=token_count)
-        values = compute_terms(self.terms, student_features, teacher_features, targets, masks, self.projections, progress)
+        values = compute_terms(self.terms, student_features, teacher, targets, masks, self.projections, progress)
         loss = total_loss(self.terms, values, progress)
         if training:
             for label, value in values.items():

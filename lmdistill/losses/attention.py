@@ -15,7 +15,7 @@ import torch
 
 from lmdistill.errors import UserError
 from lmdistill.losses.logits import _kl_from_log_probs
-from lmdistill.losses.registry import register
+from lmdistill.losses.registration import register
 
 
 class AttentionCapture(NamedTuple):

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from lmdistill.losses.reduce import IGNORE_INDEX
+
 
 def _chunk_cross_entropy_sum(hidden, weight, bias, targets, logit_softcap, label_smoothing):
     logits = F.linear(hidden, weight, bias).float()
@@ -26,7 +28,7 @@ def chunked_linear_cross_entropy(
     mask: torch.Tensor | None = None,
     num_valid: torch.Tensor | float | None = None,
     logit_softcap: float | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     label_smoothing: float = 0.0,
     chunk_tokens: int = 512,
 ) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from lmdistill.errors import UserError
-from lmdistill.losses.registry import register
+from lmdistill.losses.registration import register
 
 
 def _matched(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

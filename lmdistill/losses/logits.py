@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from lmdistill.errors import UserError
-from lmdistill.losses.registry import register
+from lmdistill.losses.reduce import IGNORE_INDEX
+from lmdistill.losses.registration import register
 
 
 def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -220,7 +221,7 @@ def logit_cosine(
 
 
 @register("ce", "labels")
-def ce(student_logits, labels, *, ignore_index: int = -100, label_smoothing: float = 0.0):
+def ce(student_logits, labels, *, ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0):
     """Hard-label cross-entropy per position; ignored labels give 0. (..., V) and (...) -> (...)."""
     _check_unit_interval("label_smoothing", label_smoothing)
     if student_logits.shape[:-1] != labels.shape:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+# Label value for positions outside the loss (the Hugging Face and PyTorch convention); the one definition.
+IGNORE_INDEX = -100
+
 
 def reduce(
     per_position: torch.Tensor,

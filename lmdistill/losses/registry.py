@@ -12,53 +12,17 @@ Per-position outputs are reduced by :func:`lmdistill.losses.reduce`, the only pl
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 from lmdistill.errors import UserError
+# Importing the loss modules runs their @register decorators: every name is known once this module is loaded.
+from lmdistill.losses import attention, hidden, logits, relations  # noqa: F401
+from lmdistill.losses.registration import _REGISTRY, LossKind, LossSpec, register
 
-LossKind = Literal["logits", "labels", "hidden", "attention"]
-
-# Arguments the caller supplies (tensors and masks); everything else keyword-only is a user parameter.
-_CALLER_ARGUMENTS = {"key_mask", "query_mask"}
-
-
-@dataclass(frozen=True)
-class LossSpec:
-    """A registered loss: its function, what it consumes, and its user-settable parameters with defaults."""
-
-    name: str
-    fn: Callable[..., Any]
-    kind: LossKind
-    description: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-_REGISTRY: dict[str, LossSpec] = {}
-
-
-def register(name: str, kind: LossKind) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``fn`` under ``name``; its keyword-only arguments with defaults become its parameters."""
-
-    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _REGISTRY:
-            raise ValueError(f"loss {name!r} registered twice")
-        params = {
-            p.name: p.default
-            for p in inspect.signature(fn).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _CALLER_ARGUMENTS
-        }
-        description = (inspect.getdoc(fn) or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _REGISTRY[name] = LossSpec(name=name, fn=fn, kind=kind, description=description, params=params)
-        return fn
-
-    return decorator
-
+__all__ = ["LossKind", "LossSpec", "get", "names", "register", "spec", "validate_params", "_REGISTRY"]
 
 def spec(name: str) -> LossSpec:
     """The :class:`LossSpec` for ``name``; an unknown name is a :class:`UserError` listing the valid ones."""
-    _ensure_loaded()
     if name not in _REGISTRY:
         raise UserError(f"unknown loss {name!r}; valid losses: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
@@ -71,7 +35,6 @@ def get(name: str) -> Callable[..., Any]:
 
 def names() -> list[str]:
     """All registered loss names, sorted."""
-    _ensure_loaded()
     return sorted(_REGISTRY)
 
 
@@ -84,8 +47,3 @@ def validate_params(name: str, params: dict[str, Any]) -> None:
             f"loss {name!r} has no parameter {', '.join(map(repr, unknown))}; "
             f"valid parameters: {', '.join(sorted(valid)) or '(none)'}"
         )
-
-
-def _ensure_loaded() -> None:
-    # Importing the modules runs their @register decorators.
-    from lmdistill.losses import attention, hidden, logits, relations  # noqa: F401

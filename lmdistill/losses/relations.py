@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from lmdistill.errors import UserError
-from lmdistill.losses.registry import register
+from lmdistill.losses.registration import register
 
 
 @register("hidden_mmd", "hidden")

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from lmdistill.errors import UserError
 
@@ -63,25 +63,22 @@ def _check_local_dir(path: str, what: str) -> None:
         raise UserError(f"{what} {path!r}: config.json is corrupt (not valid JSON); re-save the model") from None
 
 
-def model_class(task: str):
-    return AutoModelForSequenceClassification if task == "sequence_classification" else AutoModelForCausalLM
-
-
 def load_model(
     path: str,
     *,
-    task: str = "causal_lm",
+    model_class=AutoModelForCausalLM,
     dtype: str = "float32",
     what: str = "model",
     **kwargs: Any,
 ) -> torch.nn.Module:
-    """Load a pretrained model from a dir, hub id or ``.gguf`` file (GGUF weights are dequantised to ``dtype``)."""
+    """Load a pretrained ``model_class`` (an ``AutoModelFor...``) from a dir, hub id or ``.gguf`` file (GGUF weights
+    are dequantised to ``dtype``)."""
     location, gguf = _split_gguf(path)
     if not gguf:
         location = resolve_package_path(location)
         _check_local_dir(location, what)
     try:
-        model = model_class(task).from_pretrained(location, dtype=DTYPES[dtype], **gguf, **kwargs)
+        model = model_class.from_pretrained(location, dtype=DTYPES[dtype], **gguf, **kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:  # SafetensorError: truncated/corrupt weights
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot load {what} from {path!r}: {first_line[:300]}; check the path and that the files are complete") from None
@@ -103,7 +100,7 @@ def _without_gguf_marks(model: torch.nn.Module) -> torch.nn.Module:
     return fresh.to(next(model.parameters()).dtype)
 
 
-def model_from_config(config: dict[str, Any], *, task: str = "causal_lm", dtype: str = "float32", seed: int = 0) -> torch.nn.Module:
+def model_from_config(config: dict[str, Any], *, model_class=AutoModelForCausalLM, dtype: str = "float32", seed: int = 0) -> torch.nn.Module:
     """A model with fresh random weights from a transformers config dict (must name ``model_type``)."""
     if "model_type" not in config:
         raise UserError("a model `config` must name its model_type (e.g. llama, gpt2, bert)")
@@ -114,7 +111,7 @@ def model_from_config(config: dict[str, Any], *, task: str = "causal_lm", dtype:
     except (ValueError, KeyError) as error:
         raise UserError(f"invalid model config: {error}; check model_type and its fields") from None
     torch.manual_seed(seed)
-    model = model_class(task).from_config(hf_config)
+    model = model_class.from_config(hf_config)
     return model.to(DTYPES[dtype]) if dtype != "auto" else model
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from lmdistill.config import RunConfig, value_at
-from lmdistill.data.chat import IGNORE_INDEX
+from lmdistill.data.causal import loss_positions
+from lmdistill.losses import IGNORE_INDEX
 from lmdistill.preflight.report import PreflightReport
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
@@ -124,9 +125,7 @@ def check_loss_fraction(report: PreflightReport, examples: list[dict]) -> None:
     if not examples or not isinstance(examples[0].get("labels"), list):
         report.ok("loss positions", _CLASSIFICATION_TERMS_NOTE)
         return
-    total = sum(len(example["labels"]) for example in examples)
-    # The first label never counts (nothing predicts it), as in the causal task's targets.
-    in_loss = sum(sum(label != IGNORE_INDEX for label in example["labels"][1:]) for example in examples)
+    in_loss, total = loss_positions(examples)
     fraction = in_loss / total if total else 0.0
     if in_loss == 0:
         report.error("loss positions", "no position of the training data is in the loss; check data.format and the "

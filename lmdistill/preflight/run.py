@@ -12,6 +12,11 @@ from lmdistill.errors import UserError
 from lmdistill.preflight import checks
 from lmdistill.preflight.report import PreflightReport
 from lmdistill.preflight.resources import check_memory, check_output_dir, student_parameter_count
+from lmdistill.data.plan import plan_steps
+from lmdistill.data.readers import SUPPORTED_SUFFIXES, read_records
+from lmdistill.models.build import build_student, load_teacher, tokenizer_source
+from lmdistill.models.loading import load_tokenizer
+from lmdistill.tasks import check_config, get_task
 
 NOT_GIVEN: Any = object()  # distinguishes "not loaded yet" from "no teacher model" (a teacher cache)
 
@@ -47,24 +52,30 @@ def run_preflight(
     """
     report = PreflightReport()
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        task = get_task(config.task)
+        check_config(task, config)
+    except UserError as error:
+        report.error("task", str(error))
+        return report
     checks.check_objective(report, config)
     if tokenizer is None:
         tokenizer = _load_tokenizer(report, config)
+    data_ok = tokenizer is None or checks.check_chat_template(report, config, tokenizer)
+    if train_examples is None and data_ok:
+        train_examples = _load_data(report, config, task, tokenizer)
     if teacher is NOT_GIVEN:
-        teacher = _load_teacher(report, config)
+        teacher = _load_teacher(report, config, task)
     elif teacher is not None:
         report.ok("teacher", _describe_model(teacher))
     if student is None:
-        student = _build_student(report, config, teacher)
+        student = _build_student(report, config, task, teacher, with_data=train_examples is not None)
     else:
         report.ok("student", _describe_model(student))
     if tokenizer is not None:
         _check_model_tokenizers(report, config, tokenizer)
         if student is not None:
             checks.check_vocab_sizes(report, tokenizer, teacher, student)
-    data_ok = tokenizer is None or checks.check_chat_template(report, config, tokenizer)
-    if train_examples is None and data_ok:
-        train_examples = _load_data(report, config, tokenizer)
     models = {"student": student, "teacher": teacher}
     if train_examples:
         checks.check_token_range(report, train_examples, models)
@@ -84,9 +95,6 @@ def _describe_model(model: Any) -> str:
 
 
 def _load_tokenizer(report: PreflightReport, config: RunConfig) -> Any | None:
-    from lmdistill.models.loading import load_tokenizer
-    from lmdistill.train.setup import tokenizer_source
-
     try:
         source = tokenizer_source(config)
         status = offline_status(source)
@@ -101,9 +109,10 @@ def _load_tokenizer(report: PreflightReport, config: RunConfig) -> Any | None:
     return tokenizer
 
 
-def _load_teacher(report: PreflightReport, config: RunConfig) -> Any | None:
-    from lmdistill.train.setup import load_teacher
-
+def _load_teacher(report: PreflightReport, config: RunConfig, task) -> Any | None:
+    if not config.teachers:
+        report.ok("teacher", "none (label terms only)")
+        return None
     first = config.teachers[0]
     if first.cache is not None:
         found = (Path(first.cache) / "manifest.json").is_file()
@@ -114,7 +123,7 @@ def _load_teacher(report: PreflightReport, config: RunConfig) -> Any | None:
         report.warning("teacher", f"{first.path}: not checked ({offline_status(first.path)})")
         return None
     try:
-        teacher = load_teacher(first, task=config.task, seed=config.seed)
+        teacher = load_teacher(first, model_class=task.model_class, seed=config.seed, model_kwargs=task.model_kwargs())
     except UserError as error:
         report.error("teacher", str(error))
         return None
@@ -122,9 +131,7 @@ def _load_teacher(report: PreflightReport, config: RunConfig) -> Any | None:
     return teacher
 
 
-def _build_student(report: PreflightReport, config: RunConfig, teacher: Any | None) -> Any | None:
-    from lmdistill.train.setup import build_student
-
+def _build_student(report: PreflightReport, config: RunConfig, task, teacher: Any | None, *, with_data: bool) -> Any | None:
     source = config.student
     if source.from_teacher is not None and teacher is None and not config.teachers[0].cache:
         report.warning("student", "not checked (built from the teacher, which was not loaded)")
@@ -133,7 +140,9 @@ def _build_student(report: PreflightReport, config: RunConfig, teacher: Any | No
         report.warning("student", f"{source.path}: not checked ({offline_status(source.path)})")
         return None
     try:
-        student = build_student(source, teacher, task=config.task, seed=config.seed)
+        # The task sizes a fresh head (e.g. num_labels) from the data it loaded; without data it cannot.
+        student = build_student(source, teacher, model_class=task.model_class, seed=config.seed,
+                                lora_task_type=task.lora_task_type, model_kwargs=task.model_kwargs() if with_data else None)
     except UserError as error:
         report.error("student", str(error))
         return None
@@ -143,11 +152,8 @@ def _build_student(report: PreflightReport, config: RunConfig, teacher: Any | No
 
 def _check_model_tokenizers(report: PreflightReport, config: RunConfig, tokenizer: Any) -> None:
     """Models that ship their own tokenizer must agree with the run's (the teacher's unless `tokenizer:` is set)."""
-    from lmdistill.models.loading import load_tokenizer
-    from lmdistill.train.setup import tokenizer_source
-
     source = tokenizer_source(config)
-    paths = {"student tokenizer": config.student.path, "teacher tokenizer": config.teachers[0].path}
+    paths = {"student tokenizer": config.student.path, "teacher tokenizer": config.teachers[0].path if config.teachers else None}
     for name, path in paths.items():
         if not checks.has_own_tokenizer(path) or Path(path).resolve() == Path(source).expanduser().resolve():
             continue
@@ -157,10 +163,7 @@ def _check_model_tokenizers(report: PreflightReport, config: RunConfig, tokenize
             report.error(name, str(error))
 
 
-def _load_data(report: PreflightReport, config: RunConfig, tokenizer: Any | None) -> list[dict] | None:
-    from lmdistill.data.readers import read_records
-    from lmdistill.tasks import get_task
-
+def _load_data(report: PreflightReport, config: RunConfig, task, tokenizer: Any | None) -> list[dict] | None:
     sources = [config.data.train] if isinstance(config.data.train, str) else list(config.data.train)
     hub = [source for source in sources if _is_hub_dataset(source)]
     if hub:
@@ -171,7 +174,7 @@ def _load_data(report: PreflightReport, config: RunConfig, tokenizer: Any | None
             records = read_records(config.data.train, dataset_split=config.data.dataset_split, max_examples=config.data.max_examples)
             report.warning("data", f"{len(records)} records read; tokenisation not checked (no tokenizer)")
             return None
-        train, evaluation = get_task(config.task).load_datasets(config.data, tokenizer, config.seed)
+        train, evaluation = task.load_datasets(config.data, tokenizer, config.seed)
         _check_batch(config, len(train))
     except UserError as error:
         report.error("data", str(error))
@@ -182,13 +185,9 @@ def _load_data(report: PreflightReport, config: RunConfig, tokenizer: Any | None
 
 def _is_hub_dataset(source: str) -> bool:
     """A `datasets` id such as ``tatsu-lab/alpaca``: not a local path and not named like a data file."""
-    from lmdistill.data.readers import SUPPORTED_SUFFIXES
-
     named_like_file = any(suffix.lower() in SUPPORTED_SUFFIXES + (".gz",) for suffix in Path(source).suffixes)
     return not Path(source).expanduser().exists() and not named_like_file and offline_status(source) == "hub id, not available offline"
 
 
 def _check_batch(config: RunConfig, examples: int) -> None:
-    from lmdistill.train.setup import plan_steps
-
     plan_steps(examples, config.train.batch_size, config.train.gradient_accumulation_steps, 1, config.train.max_steps, config.train.epochs)

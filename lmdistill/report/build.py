@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from lmdistill.report.document import Block, Code, Heading, Image, Paragraph, Table, render_html, render_markdown
-from lmdistill.report.document import write_text_atomically
+from lmdistill.files import write_atomically
 from lmdistill.report.plots import metric_keys, plot_eval_metrics, plot_losses, plot_model_comparison
 from lmdistill.report.run_dir import RunRecord, is_number, load_run
 
@@ -146,6 +146,6 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
         blocks.append(Paragraph("No config.yaml in the run directory."))
     else:
         blocks.append(Code(run.config_text, "yaml"))
-    markdown_path = write_text_atomically(report_dir / "report.md", render_markdown(blocks))
-    html_path = write_text_atomically(report_dir / "report.html", render_html(blocks, title))
+    markdown_path = write_atomically(report_dir / "report.md", render_markdown(blocks))
+    html_path = write_atomically(report_dir / "report.html", render_html(blocks, title))
     return markdown_path, html_path

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import torch
+from transformers import AutoModelForCausalLM
 
 from lmdistill.data.causal import load_causal_datasets
 from lmdistill.data.collate import collate_causal
-from lmdistill.train.evaluate import evaluate_student
+from lmdistill.eval.held_out import causal_lm_scores
+from lmdistill.losses import IGNORE_INDEX
+from lmdistill.tasks.causal_rollout import student_rollout
 
 
 class CausalLMTask:
     name = "causal_lm"
+    model_class = AutoModelForCausalLM
+    lora_task_type = "CAUSAL_LM"
+    data_fields = frozenset({"format", "text_field", "prompt_field", "completion_field", "messages_field", "pack"})
+    headless_logits = True
 
     def load_datasets(self, data, tokenizer, seed):
         return load_causal_datasets(data, tokenizer, seed)
+
+    def model_kwargs(self):
+        return {}
 
     def collate(self, examples, pad_token_id):
         return collate_causal(examples, pad_token_id)
@@ -24,7 +34,13 @@ class CausalLMTask:
 
     def targets(self, batch):
         targets = batch["labels"][:, 1:]
-        return targets, targets != -100
+        return targets, targets != IGNORE_INDEX
 
     def evaluate(self, student, teacher, examples, pad_token_id, batch_size, device):
-        return evaluate_student(student, teacher, examples, pad_token_id, batch_size, device)
+        scores = causal_lm_scores(student, teacher, examples, pad_token_id, batch_size, device)
+        renamed = {"nll_per_token": "loss"}
+        return {f"eval/{renamed.get(key, key)}": value for key, value in scores.items() if key != "num_tokens"}
+
+    def rollout(self, student, batch, *, tokenizer, sampling, generator):
+        return student_rollout(student, batch, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                               sampling=sampling, generator=generator)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import torch
+from transformers import AutoModelForSequenceClassification
 
 from lmdistill.data.classification import collate_classification, load_classification_datasets
 from lmdistill.errors import UserError
 from lmdistill.eval.classification import accuracy, macro_f1, matthews_corrcoef
+from lmdistill.tasks.base import no_rollout
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -53,6 +55,10 @@ class SequenceClassificationTask:
     """
 
     name = "sequence_classification"
+    model_class = AutoModelForSequenceClassification
+    lora_task_type = "SEQ_CLS"
+    data_fields = frozenset({"text_field", "text_pair_field", "label_field", "labels", "mask_probability"})
+    headless_logits = False
 
     def __init__(self):
         self.largest_label = -1
@@ -63,6 +69,10 @@ class SequenceClassificationTask:
         self.largest_label = max(example["label"] for example in train + (evaluation or []))
         self.label_names = data.labels
         return train, evaluation
+
+    def model_kwargs(self):
+        """A fresh classifier head gets one output per class: len(data.labels), else the largest label id + 1."""
+        return {"num_labels": len(self.label_names) if self.label_names is not None else self.largest_label + 1}
 
     def collate(self, examples, pad_token_id):
         return collate_classification(examples, pad_token_id)
@@ -93,3 +103,6 @@ class SequenceClassificationTask:
         if teacher is not None:
             teacher_logits = self.align_logits(predict_logits(teacher, examples, pad_token_id, batch_size, device))
         return classification_scores(student_logits, labels, teacher_logits)
+
+    def rollout(self, student, batch, *, tokenizer, sampling, generator):
+        raise no_rollout(self.name)

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +58,6 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict[
         state_path = temporary / STATE_FILE
         state_path.write_text(json.dumps(state, indent=2))
         _fsync_tree(temporary)
-        if os.environ.get("LMDISTILL_TEST_SLOW_CHECKPOINT"):  # test-only: hold the complete .tmp- dir, so a test can kill -9 here
-            time.sleep(float(os.environ["LMDISTILL_TEST_SLOW_CHECKPOINT"]))
         if final.exists():
             shutil.rmtree(final)
         os.replace(temporary, final)

@@ -9,14 +9,6 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def export_student(bundle, tokenizer, student_dir: Path) -> Path:
     """Save config + safetensors + tokenizer (loadable by ``AutoModel*.from_pretrained``) and, separately,
     ``projections.safetensors`` with the learned projection heads when there are any."""

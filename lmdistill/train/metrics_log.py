@@ -1,12 +1,10 @@
-"""Run metrics: JSON lines (the report reads them), TensorBoard, and a progress bar with loss, tokens/s and ETA."""
+"""Run metrics: JSON lines (the report reads them) and TensorBoard scalars."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
-
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
 class MetricsLog:
@@ -46,17 +44,3 @@ class MetricsLog:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-
-
-def progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]distill"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tokens_per_second]:,.0f} tok/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )

@@ -1,30 +1,13 @@
-"""On-policy distillation (GKD, Agarwal et al. 2024): replace a batch's completions by the student's own samples.
-
-With probability λ (``on_policy.lmbda``) a micro-batch's completions are resampled by the student from the batch's
-prompts; the teacher then scores those sequences with the objective's divergences. Prompt tokens never enter the loss.
-"""
+"""Causal-LM rollouts for on-policy distillation (GKD, Agarwal et al. 2024): a batch's completions replaced by the
+student's own samples from the same prompts. Prompt tokens never enter the loss."""
 
 from __future__ import annotations
-
-import hashlib
 
 import torch
 
 from lmdistill.config import SamplingConfig
 from lmdistill.data.sampling import sample_continuations
-
-IGNORE_INDEX = -100
-
-
-def should_use_student_samples(seed: int, step: int, micro_index: int, lmbda: float) -> bool:
-    """Whether micro-batch ``micro_index`` of optimizer step ``step`` uses student samples: u < λ.
-
-    u ∈ [0, 1) is the top 53 bits of sha256("seed:step:micro_index"), so the decision is a pure function of its
-    arguments (a resumed run replays the same choices) and P(True) = λ over many steps.
-    """
-    digest = hashlib.sha256(f"{int(seed)}:{int(step)}:{int(micro_index)}".encode()).digest()
-    u = (int.from_bytes(digest[:8], "little") >> 11) / 2.0**53
-    return u < lmbda
+from lmdistill.losses import IGNORE_INDEX
 
 
 def prompt_lengths(labels: torch.Tensor, attention_mask: torch.Tensor) -> list[int]:
@@ -74,4 +57,4 @@ def student_rollout(
     return {"input_ids": out_ids.to(device), "attention_mask": out_mask.to(device), "labels": out_labels.to(device)}
 
 
-__all__ = ["prompt_lengths", "should_use_student_samples", "student_rollout"]
+__all__ = ["prompt_lengths", "student_rollout"]

@@ -1,0 +1,99 @@
+"""``compute_terms``: every term's reduced value, whatever the teacher signal (live, fused, cached, mixture ...).
+
+The trainer never knows a loss by its name: each term says which inputs it needs (labels, logits, hidden states,
+attention). Label terms read the student alone; logit terms ask the teacher batch, which knows how its signal is
+held (materialised logits, hidden state + head, top-k log-probs ...); feature terms read the teacher batch's
+hidden states and attention. Masks and normalisation go through :func:`lmdistill.losses.reduce` with global
+valid-position counts, so accumulation and data parallelism give the same loss as one big batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Protocol
+
+import torch
+
+from lmdistill.losses import reduce, spec
+from lmdistill.losses.fused_ce import chunked_linear_cross_entropy
+from lmdistill.objective.features import Features, Masks
+from lmdistill.objective.terms import Term
+
+
+class TeacherBatch(Protocol):
+    """A teacher signal's output for one micro-batch, as the objective reads it.
+
+    ``features`` holds the teacher's hidden states and attention when the signal has them (a cache does not).
+    """
+
+    features: Features
+
+    def logit_term(self, name: str, params: dict[str, Any], student: Features, masks: Masks) -> torch.Tensor:
+        """The reduced value of logit divergence ``name`` (a registry name) between the student and this teacher."""
+        ...
+
+
+def compute_terms(
+    terms: list[Term],
+    student: Features,
+    teacher: TeacherBatch | None,
+    targets: torch.Tensor,
+    masks: Masks,
+    projections: torch.nn.ModuleDict | None,
+    progress: float,
+) -> dict[str, torch.Tensor]:
+    """Each term's reduced value (unweighted), keyed by label. ``teacher`` is None when only label terms remain.
+
+    Logits are already aligned with ``targets`` (the task did any causal shift); ``masks.loss`` marks the valid ones.
+    """
+    values: dict[str, torch.Tensor] = {}
+    for term in terms:
+        params = term.params_at(progress)
+        fn = spec(term.name).fn
+        if term.kind == "labels":
+            values[term.label] = label_term(fn, params, student, targets, masks)
+        elif term.kind == "logits":
+            values[term.label] = teacher.logit_term(term.name, params, student, masks)
+        elif term.kind == "hidden":
+            values[term.label] = _hidden_term(term, fn, params, student, teacher.features, masks, projections)
+        elif term.kind == "attention":
+            values[term.label] = _attention_term(term, fn, params, student, teacher.features, masks)
+        else:  # pragma: no cover - the registry only knows these kinds
+            raise AssertionError(term.kind)
+    return values
+
+
+def label_term(fn, params: dict[str, Any], student: Features, targets: torch.Tensor, masks: Masks) -> torch.Tensor:
+    """A hard-label term; from the last hidden state and head, chunk by chunk, when the student has no logits."""
+    if student.logits is None:
+        return chunked_linear_cross_entropy(student.last_hidden, student.head_weight, targets, bias=student.head_bias,
+                                            mask=masks.loss, num_valid=masks.loss_count, logit_softcap=student.logit_softcap,
+                                            **params)
+    return reduce(fn(student.logits, targets, **params), masks.loss, num_valid=masks.loss_count)
+
+
+def _hidden_term(term, fn, params, student: Features, teacher: Features, masks: Masks, projections) -> torch.Tensor:
+    per_pair = []
+    for s, t in term.layer_pairs:
+        student_hidden = student.hidden_states[s + 1]
+        teacher_hidden = teacher.hidden_states[t + 1]
+        if projections is not None and term.label in projections:
+            student_hidden = projections[term.label](student_hidden)
+        # Relation losses over positions (hidden_mmd) take the padding mask; per-position ones do not.
+        extra = {"key_mask": masks.tokens.to(torch.bool)} if "key_mask" in inspect.signature(fn).parameters else {}
+        per_pair.append(reduce(fn(student_hidden, teacher_hidden, **params, **extra), masks.tokens, num_valid=masks.token_count))
+    return torch.stack(per_pair).mean()  # (1/N)·Σ over layer pairs
+
+
+def _attention_term(term, fn, params, student: Features, teacher: Features, masks: Masks) -> torch.Tensor:
+    key_mask = masks.tokens.to(torch.bool)
+    per_pair = [
+        reduce(fn(student.attentions[s], teacher.attentions[t], key_mask=key_mask, **params), masks.tokens, num_valid=masks.token_count)
+        for s, t in term.layer_pairs
+    ]
+    return torch.stack(per_pair).mean()
+
+
+def total_loss(terms: list[Term], values: dict[str, torch.Tensor], progress: float) -> torch.Tensor:
+    """Σ weight(progress) · value over the terms."""
+    return sum(term.weight_at(progress) * values[term.label] for term in terms)

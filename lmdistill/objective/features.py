@@ -1,0 +1,69 @@
+"""What one model produced for a batch (logits or last hidden state + head, hidden states, attention) and the masks."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from lmdistill.losses.attention import AttentionCapture
+from lmdistill.models import capture as attention_capture
+from lmdistill.models.heads import output_head
+from lmdistill.objective.terms import Needs
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass
+class Features:
+    """What one model produced for a batch. Any field may be None when no term needs it.
+
+    logits: aligned with the task's targets, e.g. (B, S-1, V) for causal LMs. hidden_states: tuple of L+1 tensors
+    (B, S, H), index 0 = embeddings, k = output of block k. attentions: one :class:`AttentionCapture` per block.
+    Large vocabularies: no logits; ``last_hidden`` (aligned like logits) and the output head instead.
+    """
+
+    logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: list[AttentionCapture] | None = None
+    last_hidden: torch.Tensor | None = None
+    head_weight: torch.Tensor | None = None
+    head_bias: torch.Tensor | None = None
+    logit_softcap: float | None = None
+
+
+@dataclass
+class Masks:
+    """Valid positions and their global counts (over all accumulation steps and processes).
+
+    loss: positions of the aligned logits that are in the loss ((B, S-1) for causal LMs, (B,) for classification);
+    tokens: (B, S) real (non-padding) tokens, for hidden-state and attention terms.
+    """
+
+    loss: torch.Tensor
+    tokens: torch.Tensor
+    loss_count: torch.Tensor | float
+    token_count: torch.Tensor | float
+
+
+def forward_features(run, batch, needs: Needs, task, *, grad: bool, head_model=None) -> Features:
+    """Features on ``batch`` from ``run(**inputs)`` (a model, or a callable running one); aligned with the targets.
+
+    With ``head_model`` (the fused path), ``run`` must return the base model's output (no lm_head) and the features
+    hold its last hidden state plus ``head_model``'s output head instead of logits."""
+    inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+    context = torch.enable_grad() if grad else torch.no_grad()
+    with context, (attention_capture.capture() if needs.attentions else contextlib.nullcontext()) as records:
+        output = run(**inputs, output_hidden_states=needs.hidden_states)
+    features = Features(
+        hidden_states=output.hidden_states if needs.hidden_states else None,
+        attentions=list(records) if needs.attentions else None,
+    )
+    if head_model is not None:
+        weight, bias, softcap = output_head(head_model)
+        features.last_hidden = task.align_logits(output.last_hidden_state)
+        features.head_weight, features.head_bias, features.logit_softcap = weight, bias, softcap
+    else:
+        features.logits = task.align_logits(output.logits)
+    return features

@@ -1,0 +1,61 @@
+"""The task interface: everything task-specific that the engine needs, declared in one module per task.
+
+A task says which model class it trains, which data settings it reads, how records become examples and batches,
+which logit positions are distilled and against which targets, how a student is evaluated, and how a student
+samples (for on-policy distillation). The training loop, the objective and the teacher signals are task-agnostic.
+A task's logits are *aligned* with its targets: for causal LMs position t of the aligned logits predicts token t+1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol
+
+import torch
+
+from lmdistill.config import RunConfig, SamplingConfig
+from lmdistill.errors import UserError
+
+# Data settings every task reads: where the data is and how much of it.
+COMMON_DATA_FIELDS = frozenset({"train", "eval", "eval_fraction", "dataset_split", "max_length", "max_examples"})
+
+
+class Task(Protocol):
+    name: ClassVar[str]
+    model_class: ClassVar[type]  # the transformers Auto class of teacher and student
+    lora_task_type: ClassVar[str]  # peft's task type for LoRA students
+    data_fields: ClassVar[frozenset[str]]  # DataConfig fields it reads besides COMMON_DATA_FIELDS
+    headless_logits: ClassVar[bool]  # logit terms may run fused from the last hidden state and the lm_head
+
+    def load_datasets(self, data, tokenizer, seed: int) -> tuple[list[dict], list[dict] | None]: ...
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments a *fresh* head takes from the loaded data (e.g. ``num_labels``)."""
+        ...
+
+    def collate(self, examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]: ...
+
+    def align_logits(self, logits: torch.Tensor) -> torch.Tensor: ...
+
+    def targets(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(targets, loss_mask) aligned with :meth:`align_logits`'s output."""
+        ...
+
+    def evaluate(self, student, teacher, examples: list[dict], pad_token_id: int, batch_size: int, device) -> dict[str, Any]: ...
+
+    def rollout(self, student, batch: dict[str, torch.Tensor], *, tokenizer, sampling: SamplingConfig,
+                generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The batch with its targets replaced by the student's own samples (on-policy distillation)."""
+        ...
+
+
+def check_config(task: Task, config: RunConfig) -> None:
+    """UserError naming the first setting that does not apply to ``task`` (set in the config but never read)."""
+    unused = sorted(set(config.data.model_fields_set) - COMMON_DATA_FIELDS - task.data_fields)
+    if unused:
+        raise UserError(f"data.{unused[0]} does not apply to task {task.name}; remove it from the config "
+                        f"(task {task.name} reads data.{', data.'.join(sorted(COMMON_DATA_FIELDS | task.data_fields))})")
+
+
+def no_rollout(task_name: str) -> UserError:
+    """The error for on-policy settings on a task whose outputs are not sampled."""
+    return UserError(f"on_policy does not apply to task {task_name}: its outputs are not sampled text; remove on_policy")

@@ -1,0 +1,60 @@
+"""A teacher-signal cache made by ``lmdistill cache``: the teacher's top-k log-probs, read instead of running it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lmdistill.cache.reader import TeacherCache
+from lmdistill.errors import UserError
+from lmdistill.losses import reduce
+from lmdistill.losses.sparse import SparseTeacher, sparse_version
+from lmdistill.objective import Features, Masks, Needs
+from lmdistill.teachers.live import require_logits
+
+
+@dataclass
+class SparseTeacherBatch:
+    """The cached top-k signal of a micro-batch, aligned with the task's targets: (B, S-1, k)."""
+
+    sparse: SparseTeacher
+    vocab_size: int
+    features: Features = field(default_factory=Features)  # a cache holds no hidden states or attention
+
+    def logit_term(self, name: str, params: dict[str, Any], student: Features, masks: Masks) -> torch.Tensor:
+        student_logits = student.logits
+        if student_logits.shape[-1] < self.vocab_size:
+            raise UserError(
+                f"the student's vocabulary ({student_logits.shape[-1]}) is smaller than the cached teacher's ({self.vocab_size}); "
+                "distil into a student that shares the teacher's tokenizer"
+            )
+        # The student's padding rows beyond the cache's vocabulary are cut, as shared_vocab does for live teachers.
+        per_position = sparse_version(name)(student_logits[..., :self.vocab_size], self.sparse, **params)
+        return reduce(per_position, masks.loss, num_valid=masks.loss_count)
+
+
+class CachedTeacher:
+    """Reads each micro-batch's teacher signal from the cache by example index; holds no model."""
+
+    model = None
+    student_runs_headless = False
+
+    def __init__(self, path: str, tokenizer, train_examples: list[dict]):
+        self.cache = TeacherCache(path)
+        self.cache.validate(tokenizer, train_examples)  # UserError on any mismatch with the run's data
+
+    def check_terms(self, terms) -> None:
+        require_logits("a teacher cache", terms)
+        for term in terms:
+            if term.kind == "logits":
+                sparse_version(term.name)  # UserError for a loss without a sparse version
+
+    def to(self, device) -> None:
+        return None
+
+    def batch(self, batch, example_indices, needs: Needs, task) -> SparseTeacherBatch:
+        device = batch["input_ids"].device
+        sparse = self.cache.teacher_batch(example_indices, batch["input_ids"].shape[1])
+        return SparseTeacherBatch(sparse.map(lambda t: task.align_logits(t).to(device)), self.cache.vocab_size)

@@ -1,0 +1,1 @@
+"""Training: ``build_run`` builds everything a run needs once, ``train_step`` takes one optimizer step, ``distill`` loops."""
