@@ -62,8 +62,8 @@ def forward_features(run, batch, needs: Needs, task, *, grad: bool, head_model=N
     )
     if head_model is not None:
         weight, bias, softcap = output_head(head_model)
-        features.last_hidden = task.align_logits(output.last_hidden_state)
+        features.last_hidden = task.align_positions(output.last_hidden_state)
         features.head_weight, features.head_bias, features.logit_softcap = weight, bias, softcap
     else:
-        features.logits = task.align_logits(output.logits)
+        features.logits = task.output_logits(output, batch)
     return features

@@ -34,10 +34,18 @@ class Task(Protocol):
 
     def collate(self, examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]: ...
 
-    def align_logits(self, logits: torch.Tensor) -> torch.Tensor: ...
+    def output_logits(self, output, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The distilled logits of a model's ``output`` on ``batch``, aligned with :meth:`targets` (..., V); positions
+        outside the task's distribution (e.g. question tokens in extractive QA) hold the dtype's lowest value."""
+        ...
+
+    def align_positions(self, per_token: torch.Tensor) -> torch.Tensor:
+        """A per-token tensor (B, S, ...) aligned like :meth:`output_logits` (the last hidden state on the fused
+        path, a cached teacher signal)."""
+        ...
 
     def targets(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(targets, loss_mask) aligned with :meth:`align_logits`'s output."""
+        """(targets, loss_mask) aligned with :meth:`output_logits`."""
         ...
 
     def evaluate(self, student, teacher, examples: list[dict], pad_token_id: int, batch_size: int, device) -> dict[str, Any]: ...

@@ -28,9 +28,12 @@ class CausalLMTask:
     def collate(self, examples, pad_token_id):
         return collate_causal(examples, pad_token_id)
 
-    def align_logits(self, logits: torch.Tensor) -> torch.Tensor:
+    def output_logits(self, output, batch) -> torch.Tensor:
         """(B, S, V) -> (B, S-1, V): position t predicts token t+1."""
-        return logits[:, :-1]
+        return self.align_positions(output.logits)
+
+    def align_positions(self, per_token: torch.Tensor) -> torch.Tensor:
+        return per_token[:, :-1]
 
     def targets(self, batch):
         targets = batch["labels"][:, 1:]

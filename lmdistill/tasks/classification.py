@@ -50,7 +50,7 @@ def classification_scores(student_logits: torch.Tensor, labels: torch.Tensor, te
 class SequenceClassificationTask:
     """Examples are whole sequences; aligned logits are the classifier's (B, C) and targets the labels (B,).
 
-    The task remembers the largest class id of its data (and ``data.labels``) so that :meth:`align_logits` can refuse
+    The task remembers the largest class id of its data (and ``data.labels``) so that :meth:`checked_logits` can refuse
     a model with too few (or, with ``data.labels``, a different number of) output classes before any loss is taken.
     """
 
@@ -77,7 +77,13 @@ class SequenceClassificationTask:
     def collate(self, examples, pad_token_id):
         return collate_classification(examples, pad_token_id)
 
-    def align_logits(self, logits: torch.Tensor) -> torch.Tensor:
+    def output_logits(self, output, batch) -> torch.Tensor:
+        return self.checked_logits(output.logits)
+
+    def align_positions(self, per_token: torch.Tensor) -> torch.Tensor:
+        return per_token  # one row per example: nothing to shift
+
+    def checked_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, C) -> (B, C) unchanged, after checking C against the data's classes."""
         classes = logits.shape[-1]
         if self.label_names is not None and classes != len(self.label_names):
@@ -98,10 +104,10 @@ class SequenceClassificationTask:
 
     def evaluate(self, student, teacher, examples, pad_token_id, batch_size, device):
         labels = torch.tensor([example["label"] for example in examples])
-        student_logits = self.align_logits(predict_logits(student, examples, pad_token_id, batch_size, device))
+        student_logits = self.checked_logits(predict_logits(student, examples, pad_token_id, batch_size, device))
         teacher_logits = None
         if teacher is not None:
-            teacher_logits = self.align_logits(predict_logits(teacher, examples, pad_token_id, batch_size, device))
+            teacher_logits = self.checked_logits(predict_logits(teacher, examples, pad_token_id, batch_size, device))
         return classification_scores(student_logits, labels, teacher_logits)
 
     def rollout(self, student, batch, *, tokenizer, sampling, generator):

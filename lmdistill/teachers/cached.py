@@ -57,4 +57,4 @@ class CachedTeacher:
     def batch(self, batch, example_indices, needs: Needs, task) -> SparseTeacherBatch:
         device = batch["input_ids"].device
         sparse = self.cache.teacher_batch(example_indices, batch["input_ids"].shape[1])
-        return SparseTeacherBatch(sparse.map(lambda t: task.align_logits(t).to(device)), self.cache.vocab_size)
+        return SparseTeacherBatch(sparse.map(lambda t: task.align_positions(t).to(device)), self.cache.vocab_size)
