@@ -97,6 +97,9 @@ class StudentConfig(Strict):
     trained through LoRA adapters."""
 
     path: str | None = None
+    # With path: keep only these 0-based layers of that model (weights copied), e.g. every other layer of a
+    # pretrained encoder with a fresh task head (the DistilBERT / TextBrewer initialisation).
+    layers: list[int] | None = None
     from_teacher: FromTeacher | None = None
     config: dict[str, Any] | None = None
     dtype: Dtype = "float32"
@@ -107,6 +110,12 @@ class StudentConfig(Strict):
         sources = [k for k in ("path", "from_teacher", "config") if getattr(self, k) is not None]
         if len(sources) != 1:
             raise ValueError("set exactly one of path, from_teacher, config")
+        if self.layers is not None:
+            if self.path is None:
+                raise ValueError("student.layers picks layers of the model at student.path; set path, or use "
+                                 "from_teacher: {layers: [...]} to take the teacher's")
+            if not self.layers or len(set(self.layers)) != len(self.layers):
+                raise ValueError("student.layers must be a non-empty list of distinct layer indices")
         return self
 
 
@@ -134,6 +143,11 @@ class DataConfig(Strict):
     # sequence_classification training: each non-special token becomes the tokenizer's mask token with this
     # probability, drawn afresh every step; teacher and student read the same masked batch. Evaluation is unmasked.
     mask_probability: float = Field(default=0.0, ge=0.0, lt=1.0)
+    # question_answering: context windows of max_length tokens overlapping by doc_stride; questions cut to
+    # max_question_tokens; predicted answers at most max_answer_length tokens (SQuAD's usual 128 / 64 / 30).
+    doc_stride: int = Field(default=128, ge=0)
+    max_question_tokens: int = Field(default=64, ge=1)
+    max_answer_length: int = Field(default=30, ge=1)
 
 
 class TermConfig(BaseModel):

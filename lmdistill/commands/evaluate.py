@@ -23,6 +23,12 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--output", help="write the results as JSON (the report's evaluation.json format)")
+    parser.add_argument("--task", default="causal_lm", choices=["causal_lm", "question_answering"],
+                        help="question_answering: SQuAD-format --data, scored with exact match and F1")
+    parser.add_argument("--doc-stride", type=int, default=128, help="question_answering: overlap of context windows")
+    parser.add_argument("--max-answer-length", type=int, default=30, help="question_answering: longest answer in tokens")
+    parser.add_argument("--predictions", help="question_answering: write {id: answer} JSON here (NAME.json per model "
+                        "when several models are given: FILE's stem + '.' + NAME)")
 
 
 def _named_models(values: list[str]) -> dict[str, str]:
@@ -33,7 +39,7 @@ def _named_models(values: list[str]) -> dict[str, str]:
     return named
 
 
-@command("eval", "evaluate models on held-out data: perplexity, agreement with a teacher, size and speed", _arguments)
+@command("eval", "evaluate models on held-out data: perplexity (or, for QA, EM/F1), agreement with a teacher, size and speed", _arguments)
 def _evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -41,6 +47,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from lmdistill.eval.compare import SUMMARY_COLUMNS, evaluate_model_dirs, summary_rows
     from lmdistill.files import write_atomically
 
+    if args.task == "question_answering":
+        return _evaluate_qa(args)
     results = evaluate_model_dirs(
         _named_models(args.model), args.data, teacher=args.teacher, data_format=args.format, text_field=args.text_field,
         prompt_field=args.prompt_field, completion_field=args.completion_field, reference_field=args.reference_field,
@@ -57,5 +65,40 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(extra, indent=2))
     if args.output:
         write_atomically(Path(args.output), json.dumps({"models": results}, indent=2))
+        print(f"written to {args.output}")
+    return 0
+
+
+QA_COLUMNS = ("model", "layers", "params", "exact match", "F1", "F1 vs teacher", "CPU ms/question")
+
+
+def _evaluate_qa(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from lmdistill.eval.qa_runner import evaluate_qa_dirs
+    from lmdistill.files import write_atomically
+
+    models = _named_models(args.model)
+    scores, predictions = evaluate_qa_dirs(models, args.data, teacher=args.teacher, max_examples=args.max_examples,
+                                           max_length=args.max_length, doc_stride=args.doc_stride,
+                                           max_answer_length=args.max_answer_length)
+    table = Table()
+    for column in QA_COLUMNS:
+        table.add_column(column, justify="right")
+    for name, row in scores.items():
+        agreement = f"{row['teacher_f1_agreement']:.2f}" if "teacher_f1_agreement" in row else "-"
+        table.add_row(name, str(row["layers"]), f"{row['parameters'] / 1e6:.1f}M", f"{row['exact_match']:.2f}",
+                      f"{row['f1']:.2f}", agreement, f"{row['latency_ms_per_question']:.1f}")
+    Console().print(table)
+    if args.predictions:
+        target = Path(args.predictions)
+        written = [name for name in scores if name in models or len(scores) == 1]
+        for name in written:
+            path = target if len(written) == 1 else target.with_name(f"{target.stem}.{name}{target.suffix or '.json'}")
+            write_atomically(path, json.dumps(predictions[name], indent=1, ensure_ascii=False))
+            print(f"predictions of {name} written to {path}")
+    if args.output:
+        write_atomically(Path(args.output), json.dumps({"models": scores}, indent=2))
         print(f"written to {args.output}")
     return 0

@@ -50,6 +50,9 @@ def build_student(
     if config.path is not None:
         kwargs = model_kwargs if model_kwargs and needs_fresh_head(config.path, model_class) else {}
         student = load_model(config.path, model_class=model_class, dtype=config.dtype, what="student", **kwargs)
+        if config.layers is not None:
+            student = student_from_teacher(student, choose_layers(student.config.num_hidden_layers, layers=config.layers))
+            log.info("student keeps layers %s of %s", config.layers, config.path)
     elif config.from_teacher is not None:
         if teacher is None:
             raise UserError("student.from_teacher needs a live teacher model, not a teacher cache; give student.path")

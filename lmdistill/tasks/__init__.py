@@ -7,10 +7,12 @@ from lmdistill.errors import UserError
 from lmdistill.tasks.base import Task, check_config
 from lmdistill.tasks.causal import CausalLMTask
 from lmdistill.tasks.classification import SequenceClassificationTask
+from lmdistill.tasks.question_answering import QuestionAnsweringTask
 
 TASKS: dict[str, type] = {
     CausalLMTask.name: CausalLMTask,
     SequenceClassificationTask.name: SequenceClassificationTask,
+    QuestionAnsweringTask.name: QuestionAnsweringTask,
 }
 
 
