@@ -156,6 +156,8 @@ def distil_and_compare(settings: DemoSettings, teacher_dir: Path, data_dir: Path
         config = parse_config(run_config(name, objective), source="demo")
         shutil.rmtree(out / name, ignore_errors=True)
         runs[name] = distill(config)
+        if runs[name].stopped_early:  # Ctrl-C: the checkpoint is saved; no later stage runs (the CLI exits 130)
+            raise KeyboardInterrupt
         _done(started, f"{runs[name].steps} steps, student at {runs[name].student_dir}")
 
     started = _stage(5, "evaluate teacher, distilled student and baseline on held-out prompts")
