@@ -127,12 +127,12 @@ def _now() -> tuple[float, float]:
 def child_lmdistill(args) -> dict:
     from lmdistill import distill
     from lmdistill.data.collate import collate_causal
-    from lmdistill.train import checkpoint, loop
+    from lmdistill.train import checkpoint, loop, run as build
     from lmdistill.train.metrics_log import MetricsLog
 
     config = run_config(args.workdir, args.vocab, args.warmup + args.steps, args.tokenizer, args.data)
     memory, captured = PeakMemory(), {}
-    original_preflight, original_save = loop.run_preflight, checkpoint.save_checkpoint
+    original_preflight, original_save = build.run_preflight, checkpoint.save_checkpoint
 
     def preflight_then_baseline(*a, **kw):  # runs once models and data are loaded, just before the optimizer
         report = original_preflight(*a, **kw)
@@ -152,7 +152,7 @@ def child_lmdistill(args) -> dict:
                 clock.append(_now())
             super().write(record)
 
-    loop.run_preflight, checkpoint.save_checkpoint, loop.MetricsLog = preflight_then_baseline, peak_then_save, ClockedMetrics
+    build.run_preflight, checkpoint.save_checkpoint, loop.MetricsLog = preflight_then_baseline, peak_then_save, ClockedMetrics
     distill(config)
     memory.stop()
     assert len(clock) == config.train.max_steps, (len(clock), config.train.max_steps)
