@@ -160,6 +160,7 @@ def render(args, scores: dict, train_questions: int, eval_questions: int, teache
              f"`kd` = 0.5 forward KL (T = 2) on the start and end distributions + 0.5 CE on the gold span.",
              "",
              f"Command: `.venv/bin/python benchmarks/qa_encoder.py --write --seeds {' '.join(map(str, args.seeds))} "
+             f"--max-length {args.max_length} --doc-stride {args.doc_stride} --teacher-steps {args.teacher_steps} "
              f"--student-steps {args.student_steps}`; {platform.machine()} CPU, 2 cores (two student runs at once, one "
              f"thread each); {time.strftime('%Y-%m-%d')}. Teacher {teacher_s / 60:.1f} min (cached in the work dir "
              f"after the first run), students {runs_s / 60:.1f} min, everything {total_s / 60:.1f} min.",
