@@ -60,13 +60,14 @@ def train_teacher(args, work: Path, train_file: Path) -> tuple[Path, float, bool
     from lmdistill.api import finetune
 
     teacher_dir = work / "teacher" / "student"
-    if (teacher_dir / "config.json").is_file():
+    if (work / "teacher" / "seconds.json").is_file():  # written only once the teacher has run all its steps
         return teacher_dir, json.loads((work / "teacher" / "seconds.json").read_text())["seconds"], True
     raw = base_config(args, work / "teacher", train_file, 0)
     raw["student"] = {"path": str(minilm_dir())}
     raw["train"].update(max_steps=args.teacher_steps, warmup_steps=args.teacher_steps // 10, learning_rate=args.teacher_learning_rate)
     started = time.perf_counter()
-    finetune(raw, resume=(work / "teacher" / "checkpoints").is_dir())
+    if finetune(raw, resume=(work / "teacher" / "checkpoints").is_dir()).stopped_early:
+        sys.exit("the teacher's training was interrupted (checkpoint saved); run the benchmark again to resume it")
     seconds = time.perf_counter() - started
     (work / "teacher" / "seconds.json").write_text(json.dumps({"seconds": seconds}))
     return teacher_dir, seconds, False
@@ -80,7 +81,7 @@ METHODS = {
 
 def student_run(args, work: Path, train_file: Path, teacher_dir: Path, method: str, seed: int) -> Path:
     out = work / f"{method}-seed{seed}"
-    if (out / "student" / "config.json").is_file():
+    if (out / "done").is_file():
         return out / "student"
     raw = base_config(args, out, train_file, seed)
     raw["student"] = {"path": str(minilm_dir()), "layers": [0, 2, 4]}
@@ -90,8 +91,9 @@ def student_run(args, work: Path, train_file: Path, teacher_dir: Path, method: s
     config = out.with_suffix(".json")
     config.write_text(json.dumps(raw))
     # One process per run, one thread each: two runs share the two cores.
-    code = "import json, sys; import lmdistill; lmdistill.distill(json.load(open(sys.argv[1])))"
-    return out / "student", subprocess.Popen([sys.executable, "-c", code, str(config)], cwd=REPO,
+    code = ("import json, pathlib, sys; import lmdistill; result = lmdistill.distill(json.load(open(sys.argv[1])), resume=True); "
+            "sys.exit(130) if result.stopped_early else pathlib.Path(sys.argv[2], 'done').write_text('ok')")
+    return out / "student", subprocess.Popen([sys.executable, "-c", code, str(config), str(out)], cwd=REPO,
                                              env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
