@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks_md import replace_section
+
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Distillation step throughput"
 THREADS = 2
@@ -360,18 +362,6 @@ def render(results: list[dict], args, cpu: str, uptimes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    path = REPO / "BENCHMARKS.md"
-    current = path.read_text()  # re-read right before writing: other sections belong to others
-    if SECTION in current:
-        head, _, rest = current.partition(SECTION)
-        tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-        current = head.rstrip("\n") + "\n\n" + text + tail
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    path.write_text(current)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="replace this section of BENCHMARKS.md")
@@ -406,7 +396,7 @@ def main() -> None:
     print(text)
     print(json.dumps(results), file=sys.stderr)
     if args.write:
-        write_section(text)
+        replace_section(SECTION, text)
 
 
 if __name__ == "__main__":

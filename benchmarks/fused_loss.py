@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks_md import replace_section
+
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Fused large-vocabulary divergence"
 THREADS = 2
@@ -182,18 +184,6 @@ def _cpu_model() -> str:
     return next((line.split(":", 1)[1].strip() for line in output.splitlines() if line.startswith("Model name")), "?")
 
 
-def _write_section(body: str) -> None:
-    path = REPO / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
-    else:
-        following = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + ("\n" + text[following + 1 :] if following != -1 else "\n")
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=2048)
@@ -236,7 +226,7 @@ def main() -> None:
             f"Command: `{command}`; machine: {_cpu_model()}, "
             f"{THREADS} threads (`torch.set_num_threads({THREADS})`), {datetime.date.today().isoformat()}.\n\n{table}\n"
         )
-        _write_section(body)
+        replace_section(SECTION, body)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)  # two threads on the shared cores are ~10x slower than one
 
+from benchmarks_md import replace_section
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SECTION = "## Generative distillation (DialogSum)"
@@ -230,18 +232,6 @@ def render(args, rows: list[dict], facts: dict, example: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(markdown: str, path: Path = REPO / "BENCHMARKS.md") -> None:
-    """Replace (or append) this benchmark's section of BENCHMARKS.md, leaving the other sections alone."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + markdown.rstrip("\n") + "\n"
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + markdown.rstrip("\n") + "\n" + (text[end:] if end >= 0 else "")
-    path.write_text(text, encoding="utf-8")
-
-
 def _cpu() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -372,7 +362,7 @@ def main() -> None:
     print(markdown)
     (work / "section.md").write_text(markdown, encoding="utf-8")
     if args.write:
-        write_section(markdown)
+        replace_section(SECTION, markdown)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks_md import replace_section
+
 REPO = Path(__file__).resolve().parents[1]
 XQUAD = REPO.parent / "shared" / "data" / "xquad" / "xquad.en.json"
 SECTION = "## Extractive QA"
@@ -145,7 +147,7 @@ def main() -> None:
     text = render(args, scores, train_questions, eval_questions, teacher_seconds, runs_seconds, time.perf_counter() - started)
     print(text)
     if args.write:
-        replace_section(REPO / "BENCHMARKS.md", text)
+        replace_section(SECTION, text)
 
 
 def render(args, scores: dict, train_questions: int, eval_questions: int, teacher_s: float, runs_s: float, total_s: float) -> str:
@@ -188,16 +190,6 @@ def render(args, scores: dict, train_questions: int, eval_questions: int, teache
               f"Targets (issue): the distilled 3-layer student keeps >= 95% of the teacher's F1: {kept:.1f}% "
               f"({'met' if kept >= 95 else 'not met'}); beats label-only by >= 2 F1: {gap:+.2f} ({'met' if gap >= 2 else 'not met'})."]
     return "\n".join(lines) + "\n"
-
-
-def replace_section(path: Path, text: str) -> None:
-    content = path.read_text(encoding="utf-8")
-    start = content.find(SECTION)
-    if start < 0:
-        path.write_text(content.rstrip() + "\n\n" + text, encoding="utf-8")
-        return
-    end = content.find("\n## ", start + len(SECTION))
-    path.write_text(content[:start] + text + (content[end + 1:] if end >= 0 else ""), encoding="utf-8")
 
 
 if __name__ == "__main__":

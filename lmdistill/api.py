@@ -24,8 +24,8 @@ def load_run_configs(config: ConfigSource, overrides: list[str] | None = None) -
     """The validated run config(s) ``config`` stands for (a RunConfig, a raw dict or a YAML path, with ``key=value``
     overrides), each checked against its task's settings: one per stage of a preset, else one."""
     if isinstance(config, RunConfig):
-        if overrides:
-            raise UserError("overrides apply to a YAML path or a dict; change the RunConfig's fields directly")
+        if overrides:  # a caller's mistake in Python, not a config a user wrote
+            raise ValueError("overrides apply to a YAML path or a dict; change the RunConfig's fields directly")
         configs = [config]
     else:
         source = str(config) if isinstance(config, (str, Path)) else "config"

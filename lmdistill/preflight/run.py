@@ -69,7 +69,7 @@ def run_preflight(
     elif teacher is not None:
         report.ok("teacher", _describe_model(teacher))
     if student is None:
-        student = _build_student(report, config, task, teacher, with_data=train_examples is not None)
+        student = _build_student(report, config, task, teacher)
     else:
         report.ok("student", _describe_model(student))
     if tokenizer is not None:
@@ -131,7 +131,7 @@ def _load_teacher(report: PreflightReport, config: RunConfig, task) -> Any | Non
     return teacher
 
 
-def _build_student(report: PreflightReport, config: RunConfig, task, teacher: Any | None, *, with_data: bool) -> Any | None:
+def _build_student(report: PreflightReport, config: RunConfig, task, teacher: Any | None) -> Any | None:
     source = config.student
     if source.from_teacher is not None and teacher is None and not config.teachers[0].cache:
         report.warning("student", "not checked (built from the teacher, which was not loaded)")
@@ -140,9 +140,8 @@ def _build_student(report: PreflightReport, config: RunConfig, task, teacher: An
         report.warning("student", f"{source.path}: not checked ({offline_status(source.path)})")
         return None
     try:
-        # The task sizes a fresh head (e.g. num_labels) from the data it loaded; without data it cannot.
         student = build_student(source, teacher, model_class=task.model_class, seed=config.seed,
-                                lora_task_type=task.lora_task_type, model_kwargs=task.model_kwargs() if with_data else None)
+                                lora_task_type=task.lora_task_type, model_kwargs=task.model_kwargs())
     except UserError as error:
         report.error("student", str(error))
         return None

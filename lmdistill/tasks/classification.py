@@ -71,8 +71,11 @@ class SequenceClassificationTask:
         return train, evaluation
 
     def model_kwargs(self):
-        """A fresh classifier head gets one output per class: len(data.labels), else the largest label id + 1."""
-        return {"num_labels": len(self.label_names) if self.label_names is not None else self.largest_label + 1}
+        """A fresh classifier head gets one output per class: len(data.labels), else the largest label id + 1; nothing
+        before the data is loaded."""
+        if self.label_names is not None:
+            return {"num_labels": len(self.label_names)}
+        return {"num_labels": self.largest_label + 1} if self.largest_label >= 0 else {}
 
     def collate(self, examples, pad_token_id):
         return collate_classification(examples, pad_token_id)

@@ -58,8 +58,8 @@ class QuestionAnsweringTask:
         scores = {f"eval/{key}": value for key, value in squad_scores(predicted, self.eval_questions).items()}
         if teacher is not None:
             teacher_answers = answers(teacher, self.eval_questions, examples, pad_token_id, batch_size, device, **settings)
-            scores["eval/teacher_exact_match"] = squad_scores(teacher_answers, self.eval_questions)["exact_match"]
-            scores["eval/teacher_f1"] = squad_scores(teacher_answers, self.eval_questions)["f1"]
+            teacher_scores = squad_scores(teacher_answers, self.eval_questions)
+            scores["eval/teacher_exact_match"], scores["eval/teacher_f1"] = teacher_scores["exact_match"], teacher_scores["f1"]
             as_gold = [{**question, "answers": {"text": [teacher_answers[question["id"]]], "answer_start": [0]}}
                        for question in self.eval_questions]
             scores["eval/teacher_f1_agreement"] = squad_scores(predicted, as_gold)["f1"]

@@ -12,7 +12,6 @@ from lmdistill.errors import UserError
 from lmdistill.losses import reduce
 from lmdistill.losses.sparse import SparseTeacher, sparse_version
 from lmdistill.objective import Features, Masks, Needs
-from lmdistill.teachers.live import require_logits
 
 
 @dataclass
@@ -46,8 +45,9 @@ class CachedTeacher:
         self.cache.validate(tokenizer, train_examples)  # UserError on any mismatch with the run's data
 
     def check_terms(self, terms) -> None:
-        require_logits("a teacher cache", terms)
         for term in terms:
+            if term.kind in ("hidden", "attention"):
+                raise UserError(f"objective term {term.name!r} needs teacher {term.kind} states; a teacher cache holds logits only")
             if term.kind == "logits":
                 sparse_version(term.name)  # UserError for a loss without a sparse version
 

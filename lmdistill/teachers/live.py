@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 
-from lmdistill.errors import UserError
 from lmdistill.losses import reduce, spec
 from lmdistill.objective import Features, Masks, Needs, forward_features
 
@@ -46,9 +45,3 @@ class LiveTeacher:
     def batch(self, batch, example_indices, needs: Needs, task) -> DenseTeacherBatch:
         return DenseTeacherBatch(forward_features(self.model, batch, needs, task, grad=False))
 
-
-def require_logits(signal_name: str, terms) -> None:
-    """UserError for feature terms on a signal that holds logits only."""
-    for term in terms:
-        if term.kind in ("hidden", "attention"):
-            raise UserError(f"objective term {term.name!r} needs teacher {term.kind} states; {signal_name} holds logits only")

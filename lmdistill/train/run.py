@@ -142,7 +142,9 @@ def _load_teachers(config: RunConfig, task: Task) -> list[torch.nn.Module]:
     if _has_cache(config) or not (config.needs_teacher or config.student.from_teacher is not None):
         return []
     wanted = config.teachers if config.needs_teacher else [config.teachers[config.feature_teacher]]
-    return [load_teacher(settings, model_class=task.model_class, seed=config.seed) for settings in wanted]
+    # A teacher with fresh weights sizes its head from the data like the student does (e.g. num_labels).
+    return [load_teacher(settings, model_class=task.model_class, seed=config.seed, model_kwargs=task.model_kwargs())
+            for settings in wanted]
 
 
 def _transforms(config: RunConfig, task: Task, tokenizer) -> list[BatchTransform]:
