@@ -54,6 +54,13 @@ class FromTeacher(Strict):
     every: int | None = Field(default=None, ge=1)
     first_last: int | None = Field(default=None, ge=1)
     count: int | None = Field(default=None, ge=1)
+    # With count: `uniform` spreads the kept layers evenly; `importance` keeps the `count` most important layers
+    # (first and last always kept), scored on `calibration_examples` training examples by `score`: block influence
+    # (1 - cos(input, output) of each layer, ShortGPT; one forward pass) or the loss increase when the layer is
+    # skipped (Minitron; one forward pass per layer).
+    by: Literal["uniform", "importance"] = "uniform"
+    score: Literal["block_influence", "loss_increase"] = "block_influence"
+    calibration_examples: int = Field(default=32, ge=1)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "FromTeacher":
@@ -62,7 +69,13 @@ class FromTeacher(Strict):
             raise ValueError("set exactly one of layers, every, first_last, count")
         if self.layers is not None and (not self.layers or len(set(self.layers)) != len(self.layers)):
             raise ValueError("layers must be a non-empty list of distinct layer indices")
+        if self.by == "importance" and self.count is None:
+            raise ValueError("by: importance chooses `count` layers; set count (layers/every/first_last are fixed choices)")
         return self
+
+    def selection(self) -> dict[str, Any]:
+        """The arguments of :func:`lmdistill.models.pruning.choose_layers` (uniform choices)."""
+        return {k: getattr(self, k) for k in ("layers", "every", "first_last", "count")}
 
 
 class TeacherConfig(Strict):

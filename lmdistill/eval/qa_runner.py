@@ -15,9 +15,8 @@ from lmdistill.data.qa_windows import collate_qa
 from lmdistill.data.squad import read_squad
 from lmdistill.eval.footprint import measure_latency, model_footprint
 from lmdistill.eval.squad import postprocess, squad_scores
+from lmdistill.models.heads import model_inputs
 from lmdistill.models.loading import load_model, load_tokenizer
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def span_logits(output, position_mask: torch.Tensor) -> torch.Tensor:
@@ -35,7 +34,7 @@ def predict_spans(model, windows: list[dict], pad_token_id: int, batch_size: int
     starts, ends = [], []
     for first in range(0, len(windows), batch_size):
         batch = collate_qa(windows[first:first + batch_size], pad_token_id)
-        logits = span_logits(model(**{k: batch[k].to(device) for k in MODEL_INPUTS if k in batch}), batch["position_mask"].to(device))
+        logits = span_logits(model(**{k: v.to(device) for k, v in model_inputs(batch).items()}), batch["position_mask"].to(device))
         padded = torch.full((logits.shape[0], 2, width), torch.finfo(torch.float32).min)
         padded[..., :logits.shape[-1]] = logits.float().cpu()
         starts.append(padded[:, 0])

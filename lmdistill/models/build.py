@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -17,6 +17,7 @@ from lmdistill.config import RunConfig, StudentConfig, TeacherConfig
 from lmdistill.errors import UserError
 from lmdistill.models.heads import run_without_head, vocab_size
 from lmdistill.models.loading import DTYPES, load_model, model_from_config, resolve_package_path
+from lmdistill.models.importance import most_important
 from lmdistill.models.pruning import choose_layers, student_from_teacher
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,13 @@ def build_student(
     seed: int,
     lora_task_type: str = "CAUSAL_LM",
     model_kwargs: dict[str, Any] | None = None,
+    layer_scores: Callable[[torch.nn.Module], list[float]] | None = None,
 ) -> torch.nn.Module:
     """The student: loaded, depth-pruned from the teacher (weights copied), or fresh from a config; in ``config.dtype``.
 
     ``model_kwargs`` (from the task, e.g. ``num_labels``) size a *fresh* head: they are passed when loading a
     checkpoint that has no head of the model class yet (a bare encoder) and merged into a fresh config.
+    ``layer_scores(teacher)`` gives one importance score per teacher block (``from_teacher.by: importance``).
     """
     if config.path is not None:
         kwargs = model_kwargs if model_kwargs and needs_fresh_head(config.path, model_class) else {}
@@ -56,7 +59,7 @@ def build_student(
     elif config.from_teacher is not None:
         if teacher is None:
             raise UserError("student.from_teacher needs a live teacher model, not a teacher cache; give student.path")
-        keep = choose_layers(teacher.config.num_hidden_layers, **config.from_teacher.model_dump())
+        keep = kept_teacher_layers(config.from_teacher, teacher, layer_scores)
         student = student_from_teacher(teacher, keep)
         if config.dtype != "auto":
             student = student.to(DTYPES[config.dtype])
@@ -67,6 +70,20 @@ def build_student(
         student = with_lora(student, config.lora, task_type=lora_task_type)
     student.train()
     return student
+
+
+def kept_teacher_layers(settings, teacher: torch.nn.Module,
+                        layer_scores: Callable[[torch.nn.Module], list[float]] | None) -> list[int]:
+    """The teacher layers a ``from_teacher`` student keeps: a fixed choice, or the ``count`` most important."""
+    num_layers = teacher.config.num_hidden_layers
+    if settings.by == "uniform":
+        return choose_layers(num_layers, **settings.selection())
+    if layer_scores is None:
+        raise ValueError("from_teacher.by=importance needs layer_scores (calibration batches of the run's data)")
+    choose_layers(num_layers, count=settings.count)  # UserError when count exceeds the teacher's layers
+    scores = layer_scores(teacher)
+    log.info("layer importance (%s): %s", settings.score, " ".join(f"{i}:{value:.4g}" for i, value in enumerate(scores)))
+    return most_important(scores, settings.count)
 
 
 def fresh_settings(settings: dict[str, Any], model_kwargs: dict[str, Any] | None) -> dict[str, Any]:

@@ -8,6 +8,14 @@ from __future__ import annotations
 
 import torch
 
+# The batch keys a model is called with; the rest of a batch (labels, masks, positions) is for the losses.
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The part of ``batch`` that a model's forward takes."""
+    return {key: batch[key] for key in MODEL_INPUTS if key in batch}
+
 
 def output_head(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, float | None]:
     """The lm_head weight (V, H), its bias, and the final-logit softcap of a causal LM (Gemma-style), if any."""

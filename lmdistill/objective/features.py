@@ -9,10 +9,8 @@ import torch
 
 from lmdistill.losses.attention import AttentionCapture
 from lmdistill.models import capture as attention_capture
-from lmdistill.models.heads import output_head
+from lmdistill.models.heads import model_inputs, output_head
 from lmdistill.objective.terms import Needs
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass
@@ -52,7 +50,7 @@ def forward_features(run, batch, needs: Needs, task, *, grad: bool, head_model=N
 
     With ``head_model`` (the fused path), ``run`` must return the base model's output (no lm_head) and the features
     hold its last hidden state plus ``head_model``'s output head instead of logits."""
-    inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+    inputs = model_inputs(batch)
     context = torch.enable_grad() if grad else torch.no_grad()
     with context, (attention_capture.capture() if needs.attentions else contextlib.nullcontext()) as records:
         output = run(**inputs, output_hidden_states=needs.hidden_states)

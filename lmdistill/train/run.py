@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
@@ -12,18 +13,21 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from lmdistill.config import RunConfig, dump_config
+from lmdistill.cache.manifest import read_manifest
+from lmdistill.config import RunConfig, TeacherConfig, dump_config
 from lmdistill.errors import UserError
 from lmdistill.files import write_atomically
 from lmdistill.data.collate import batches_for_epoch
 from lmdistill.data.plan import Plan, plan_steps
 from lmdistill.models import capture as attention_capture
 from lmdistill.models.build import StudentBundle, build_student, check_vocabularies, load_teacher, tokenizer_source
+from lmdistill.models.importance import most_important
 from lmdistill.models.heads import vocab_size
 from lmdistill.models.loading import load_tokenizer
 from lmdistill.objective import Needs, Term, build_terms, needs_of, projection_widths
 from lmdistill.preflight import run_preflight
 from lmdistill.tasks import Task, check_config, get_task
+from lmdistill.tasks.calibration import layer_scorer
 from lmdistill.teachers import TeacherSignal, teacher_signal
 from lmdistill.train import checkpoint as ckpt
 from lmdistill.train.optim import make_optimizer, warmup_cosine
@@ -87,10 +91,13 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     train_examples, eval_examples = task.load_datasets(config.data, tokenizer, config.seed)
     models = _load_teachers(config, task)
     source = (models[config.feature_teacher] if config.needs_teacher else models[0]) if models else None
+    if source is None and config.student.from_teacher is not None and _has_cache(config):
+        source = _cached_teachers_model(config, task)  # loaded once to prune, then dropped
     student = build_student(config.student, source, model_class=task.model_class, seed=config.seed,
-                            lora_task_type=task.lora_task_type, model_kwargs=task.model_kwargs())
-    if not config.needs_teacher:
-        models = []  # a label-only run loaded the teacher only to copy layers from it
+                            lora_task_type=task.lora_task_type, model_kwargs=task.model_kwargs(),
+                            layer_scores=_importance_scorer(config, task, tokenizer, train_examples, output_dir, accelerator))
+    if not config.needs_teacher or _has_cache(config):
+        models = []  # loaded only to copy layers from (a label-only run, or a teacher cache)
     for model in models:
         check_vocabularies(student, model, tokenizer)
     feature_model = models[config.feature_teacher] if models else None
@@ -145,6 +152,36 @@ def _load_teachers(config: RunConfig, task: Task) -> list[torch.nn.Module]:
     # A teacher with fresh weights sizes its head from the data like the student does (e.g. num_labels).
     return [load_teacher(settings, model_class=task.model_class, seed=config.seed, model_kwargs=task.model_kwargs())
             for settings in wanted]
+
+
+def _cached_teachers_model(config: RunConfig, task: Task) -> torch.nn.Module:
+    """The model a teacher cache was built from (its manifest records the path), for a student pruned from it."""
+    cache = config.teachers[0].cache
+    recorded = read_manifest(Path(cache))["teacher"]
+    if recorded.get("path") is None:
+        raise UserError(f"teacher cache {cache} was built from a teacher config, not a model path, so student.from_teacher "
+                        "cannot load it; give student.path (a pruned model dir) instead")
+    settings = TeacherConfig(path=recorded["path"], dtype=recorded.get("dtype", "float32"))
+    return load_teacher(settings, model_class=task.model_class, seed=config.seed, model_kwargs=task.model_kwargs())
+
+
+def _importance_scorer(config: RunConfig, task: Task, tokenizer, train_examples, output_dir: Path, accelerator):
+    """For ``from_teacher.by: importance``: scores each teacher layer on calibration batches of the training data
+    and writes them to ``layer_importance.json``; None otherwise."""
+    settings = config.student.from_teacher
+    if settings is None or settings.by != "importance":
+        return None
+    scorer = layer_scorer(task, train_examples, tokenizer.pad_token_id, score=settings.score, count=settings.calibration_examples,
+                          batch_size=config.train.batch_size, seed=config.seed)
+
+    def scores_written(teacher: torch.nn.Module) -> list[float]:
+        scores = scorer(teacher)
+        if accelerator.is_main_process:
+            record = {"score": settings.score, "calibration_examples": min(settings.calibration_examples, len(train_examples)),
+                      "scores": scores, "kept": most_important(scores, settings.count)}
+            write_atomically(output_dir / "layer_importance.json", json.dumps(record, indent=2))
+        return scores
+    return scores_written
 
 
 def _transforms(config: RunConfig, task: Task, tokenizer) -> list[BatchTransform]:
