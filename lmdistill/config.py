@@ -42,6 +42,14 @@ def value_at(schedule: ScheduledFloat, progress: float) -> float:
 Dtype = Literal["float32", "bfloat16", "float16", "auto"]
 
 
+class WidthPruning(Strict):
+    """Width pruning by activation importance (Minitron): the sizes the student keeps; unset sizes stay whole."""
+
+    intermediate_size: int | None = Field(default=None, ge=1)  # MLP neurons per layer
+    num_key_value_heads: int | None = Field(default=None, ge=1)  # whole KV groups, with their query heads
+    hidden_size: int | None = Field(default=None, ge=1)  # channels of the residual stream and embeddings
+
+
 class FromTeacher(Strict):
     """Build the student by keeping some of the teacher's layers, weights copied (DistilBERT/Minitron depth pruning).
 
@@ -61,12 +69,22 @@ class FromTeacher(Strict):
     by: Literal["uniform", "importance"] = "uniform"
     score: Literal["block_influence", "loss_increase"] = "block_influence"
     calibration_examples: int = Field(default=32, ge=1)
+    # Then narrow the kept layers (Llama-family decoders), also ranked on the calibration examples.
+    width: WidthPruning | None = None
+
+    @property
+    def depth_is_set(self) -> bool:
+        return any(getattr(self, k) is not None for k in ("layers", "every", "first_last", "count"))
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.by == "importance" or self.width is not None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "FromTeacher":
         chosen = [k for k in ("layers", "every", "first_last", "count") if getattr(self, k) is not None]
-        if len(chosen) != 1:
-            raise ValueError("set exactly one of layers, every, first_last, count")
+        if len(chosen) > 1 or (not chosen and self.width is None):
+            raise ValueError("set exactly one of layers, every, first_last, count (or only width, to keep every layer)")
         if self.layers is not None and (not self.layers or len(set(self.layers)) != len(self.layers)):
             raise ValueError("layers must be a non-empty list of distinct layer indices")
         if self.by == "importance" and self.count is None:

@@ -128,10 +128,10 @@ def test_a_run_keeps_the_teachers_most_important_layers_and_records_the_scores(t
     raw["teacher"]["config"]["num_hidden_layers"] = 6
     scores, teacher = _expected_importance(raw, gpt2_tokenizer_dir)
     result = distill(raw)
-    record = json.loads((tmp_path / "run" / "layer_importance.json").read_text())
-    assert record["scores"] == pytest.approx(scores, rel=1e-9)
+    record = json.loads((tmp_path / "run" / "pruning.json").read_text())
+    assert record["layer_scores"] == pytest.approx(scores, rel=1e-9)
     kept = most_important(scores, 3)
-    assert record["kept"] == kept and kept[0] == 0 and kept[-1] == 5
+    assert record["kept_layers"] == kept and kept[0] == 0 and kept[-1] == 5
     # The student started as exactly those teacher layers: its untrained copy equals the engine's choice.
     expected_student = student_from_teacher(teacher, kept)
     trained = LlamaForCausalLM.from_pretrained(result.student_dir)
@@ -149,8 +149,8 @@ def test_a_student_pruned_by_importance_from_a_teacher_cache_loads_the_teacher_t
     cache = build_teacher_cache(parse_config(raw), tmp_path / "cache", 8)
     scores, teacher = _expected_importance(raw, gpt2_tokenizer_dir)
     cached = distill({**raw, "output_dir": str(tmp_path / "cached"), "teacher": {"cache": str(cache)}})
-    record = json.loads((tmp_path / "cached" / "layer_importance.json").read_text())
-    assert record["scores"] == pytest.approx(scores, rel=1e-9) and record["kept"] == most_important(scores, 2)
+    record = json.loads((tmp_path / "cached" / "pruning.json").read_text())
+    assert record["layer_scores"] == pytest.approx(scores, rel=1e-9) and record["kept_layers"] == most_important(scores, 2)
     assert cached.steps == raw["train"]["max_steps"]
 
 
@@ -159,3 +159,21 @@ def test_a_cache_built_from_a_teacher_config_cannot_give_a_pruned_student(tmp_pa
     cache = build_teacher_cache(parse_config(raw), tmp_path / "cache", 8)
     with pytest.raises(UserError, match="built from a teacher config"):
         distill({**raw, "output_dir": str(tmp_path / "cached"), "teacher": {"cache": str(cache)}})
+
+
+def test_a_run_with_a_width_pruned_student_trains_and_records_the_new_sizes(tmp_path, gpt2_tokenizer_dir):
+    raw = tiny_run_config(tmp_path / "run", gpt2_tokenizer_dir, student={"from_teacher": {
+        "count": 2, "by": "importance", "calibration_examples": 8,
+        "width": {"intermediate_size": 40, "num_key_value_heads": 1, "hidden_size": 24}}})
+    result = distill(raw)
+    record = json.loads((tmp_path / "run" / "pruning.json").read_text())
+    assert record["width"] == {"intermediate_size": [64, 40], "num_key_value_heads": [2, 1], "num_attention_heads": [4, 2],
+                               "hidden_size": [32, 24]}
+    student = LlamaForCausalLM.from_pretrained(result.student_dir)
+    assert (student.config.num_hidden_layers, student.config.hidden_size, student.config.intermediate_size) == (2, 24, 40)
+    assert result.steps == raw["train"]["max_steps"]
+
+
+def test_width_alone_keeps_every_layer():
+    config = parse_config({**tiny_run_config("runs/x", "tok"), "student": {"from_teacher": {"width": {"hidden_size": 16}}}})
+    assert config.student.from_teacher.depth_is_set is False and config.student.from_teacher.needs_calibration

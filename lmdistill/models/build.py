@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -17,8 +17,9 @@ from lmdistill.config import RunConfig, StudentConfig, TeacherConfig
 from lmdistill.errors import UserError
 from lmdistill.models.heads import run_without_head, vocab_size
 from lmdistill.models.loading import DTYPES, load_model, model_from_config, resolve_package_path
-from lmdistill.models.importance import most_important
+from lmdistill.models.importance import Calibration, most_important
 from lmdistill.models.pruning import choose_layers, student_from_teacher
+from lmdistill.models.width import prune_width, width_scores
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +43,14 @@ def build_student(
     seed: int,
     lora_task_type: str = "CAUSAL_LM",
     model_kwargs: dict[str, Any] | None = None,
-    layer_scores: Callable[[torch.nn.Module], list[float]] | None = None,
+    calibration: Calibration | None = None,
 ) -> torch.nn.Module:
     """The student: loaded, depth-pruned from the teacher (weights copied), or fresh from a config; in ``config.dtype``.
 
     ``model_kwargs`` (from the task, e.g. ``num_labels``) size a *fresh* head: they are passed when loading a
     checkpoint that has no head of the model class yet (a bare encoder) and merged into a fresh config.
-    ``layer_scores(teacher)`` gives one importance score per teacher block (``from_teacher.by: importance``).
+    ``calibration`` (batches of the run's data) scores layers (``from_teacher.by: importance``) and neurons, heads and
+    channels (``from_teacher.width``); what was measured and kept goes into ``calibration.record``.
     """
     if config.path is not None:
         kwargs = model_kwargs if model_kwargs and needs_fresh_head(config.path, model_class) else {}
@@ -59,8 +61,10 @@ def build_student(
     elif config.from_teacher is not None:
         if teacher is None:
             raise UserError("student.from_teacher needs a live teacher model, not a teacher cache; give student.path")
-        keep = kept_teacher_layers(config.from_teacher, teacher, layer_scores)
+        keep = kept_teacher_layers(config.from_teacher, teacher, calibration)
         student = student_from_teacher(teacher, keep)
+        if config.from_teacher.width is not None:
+            student = narrowed(student, config.from_teacher.width, calibration)
         if config.dtype != "auto":
             student = student.to(DTYPES[config.dtype])
         log.info("student keeps teacher layers %s", keep)
@@ -72,18 +76,34 @@ def build_student(
     return student
 
 
-def kept_teacher_layers(settings, teacher: torch.nn.Module,
-                        layer_scores: Callable[[torch.nn.Module], list[float]] | None) -> list[int]:
+def kept_teacher_layers(settings, teacher: torch.nn.Module, calibration: Calibration | None) -> list[int]:
     """The teacher layers a ``from_teacher`` student keeps: a fixed choice, or the ``count`` most important."""
     num_layers = teacher.config.num_hidden_layers
     if settings.by == "uniform":
-        return choose_layers(num_layers, **settings.selection())
-    if layer_scores is None:
-        raise ValueError("from_teacher.by=importance needs layer_scores (calibration batches of the run's data)")
+        return choose_layers(num_layers, **settings.selection()) if settings.depth_is_set else list(range(num_layers))
+    if calibration is None:
+        raise ValueError("from_teacher.by=importance needs calibration batches of the run's data")
     choose_layers(num_layers, count=settings.count)  # UserError when count exceeds the teacher's layers
-    scores = layer_scores(teacher)
+    scores = calibration.layer_scores(teacher, settings.score)
+    keep = most_important(scores, settings.count)
     log.info("layer importance (%s): %s", settings.score, " ".join(f"{i}:{value:.4g}" for i, value in enumerate(scores)))
-    return most_important(scores, settings.count)
+    calibration.record.update(layer_score=settings.score, layer_scores=scores, kept_layers=keep)
+    return keep
+
+
+def narrowed(student: torch.nn.Module, width, calibration: Calibration | None) -> torch.nn.Module:
+    """The student width-pruned to ``width`` by activation importance on the calibration batches."""
+    if calibration is None:
+        raise ValueError("from_teacher.width needs calibration batches of the run's data")
+    before = student.config
+    sizes = width.model_dump()
+    pruned = prune_width(student, width_scores(student, calibration.batches), **sizes)
+    after = pruned.config
+    log.info("width pruned: intermediate %d -> %d, kv heads %d -> %d, hidden %d -> %d", before.intermediate_size,
+             after.intermediate_size, before.num_key_value_heads, after.num_key_value_heads, before.hidden_size, after.hidden_size)
+    calibration.record["width"] = {key: [getattr(before, key), getattr(after, key)]
+                                   for key in ("intermediate_size", "num_key_value_heads", "num_attention_heads", "hidden_size")}
+    return pruned
 
 
 def fresh_settings(settings: dict[str, Any], model_kwargs: dict[str, Any] | None) -> dict[str, Any]:

@@ -12,7 +12,8 @@ Two scores, one per block, higher = more important:
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -20,6 +21,22 @@ from lmdistill.models.heads import model_inputs
 from lmdistill.models.pruning import layer_list
 
 LossOf = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+
+
+@dataclass
+class Calibration:
+    """Batches of the run's training data for importance pruning, the task's loss on a batch, and the record of what
+    the pruning measured and kept (written next to the run)."""
+
+    batches: list[dict[str, torch.Tensor]]
+    loss_of: LossOf
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def layer_scores(self, model: torch.nn.Module, score: str) -> list[float]:
+        if score == "loss_increase":
+            return loss_increase(model, self.batches, self.loss_of)
+        device = next(model.parameters()).device
+        return block_influence(model, [{key: value.to(device) for key, value in batch.items()} for batch in self.batches])
 
 
 def _hidden_of(args, kwargs) -> torch.Tensor:

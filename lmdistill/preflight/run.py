@@ -17,7 +17,7 @@ from lmdistill.data.readers import SUPPORTED_SUFFIXES, read_records
 from lmdistill.models.build import build_student, load_teacher, tokenizer_source
 from lmdistill.models.loading import load_tokenizer
 from lmdistill.tasks import check_config, get_task
-from lmdistill.tasks.calibration import layer_scorer
+from lmdistill.tasks.calibration import task_calibration
 
 NOT_GIVEN: Any = object()  # distinguishes "not loaded yet" from "no teacher model" (a teacher cache)
 
@@ -135,25 +135,24 @@ def _load_teacher(report: PreflightReport, config: RunConfig, task) -> Any | Non
 def _build_student(report: PreflightReport, config: RunConfig, task, teacher: Any | None, tokenizer: Any | None,
                    train_examples: list[dict] | None) -> Any | None:
     source = config.student
-    scorer = None
+    calibration = None
     if source.from_teacher is not None:
         if teacher is None:
             why = "pruned at train time from the model the teacher cache was built from" if config.teachers[0].cache else "built from the teacher, which was not loaded"
             report.warning("student", f"not checked ({why})")
             return None
-        if source.from_teacher.by == "importance":
+        if source.from_teacher.needs_calibration:
             if not train_examples or tokenizer is None:
-                report.warning("student", "not checked (layers chosen by importance need the training data)")
+                report.warning("student", "not checked (pruning by importance needs the training data)")
                 return None
-            settings = source.from_teacher
-            scorer = layer_scorer(task, train_examples, tokenizer.pad_token_id, score=settings.score,
-                                  count=settings.calibration_examples, batch_size=config.train.batch_size, seed=config.seed)
+            calibration = task_calibration(task, train_examples, tokenizer.pad_token_id, count=source.from_teacher.calibration_examples,
+                                           batch_size=config.train.batch_size, seed=config.seed)
     if source.path is not None and offline_status(source.path) not in (None, "missing"):
         report.warning("student", f"{source.path}: not checked ({offline_status(source.path)})")
         return None
     try:
         student = build_student(source, teacher, model_class=task.model_class, seed=config.seed,
-                                lora_task_type=task.lora_task_type, model_kwargs=task.model_kwargs(), layer_scores=scorer)
+                                lora_task_type=task.lora_task_type, model_kwargs=task.model_kwargs(), calibration=calibration)
     except UserError as error:
         report.error("student", str(error))
         return None

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from lmdistill.models.heads import model_inputs
-from lmdistill.models.importance import block_influence, loss_increase
+from lmdistill.models.importance import Calibration
 from lmdistill.tasks.base import Task
 
 
@@ -30,13 +30,8 @@ def task_loss(task: Task) -> Callable[[torch.nn.Module, dict[str, torch.Tensor]]
     return loss_of
 
 
-def layer_scorer(task: Task, examples: list[dict], pad_token_id: int, *, score: str, count: int, batch_size: int,
-                 seed: int) -> Callable[[torch.nn.Module], list[float]]:
-    """``model -> one importance score per transformer block`` on calibration batches of ``examples``."""
-    def scores(model: torch.nn.Module) -> list[float]:
-        batches = calibration_batches(task, examples, pad_token_id, count=count, batch_size=batch_size, seed=seed)
-        if score == "loss_increase":
-            return loss_increase(model, batches, task_loss(task))
-        device = next(model.parameters()).device
-        return block_influence(model, [{key: value.to(device) for key, value in batch.items()} for batch in batches])
-    return scores
+def task_calibration(task: Task, examples: list[dict], pad_token_id: int, *, count: int, batch_size: int,
+                     seed: int) -> Calibration:
+    """Calibration batches of ``examples`` and the task's loss, for importance pruning."""
+    return Calibration(calibration_batches(task, examples, pad_token_id, count=count, batch_size=batch_size, seed=seed),
+                       task_loss(task))

@@ -21,13 +21,12 @@ from lmdistill.data.collate import batches_for_epoch
 from lmdistill.data.plan import Plan, plan_steps
 from lmdistill.models import capture as attention_capture
 from lmdistill.models.build import StudentBundle, build_student, check_vocabularies, load_teacher, tokenizer_source
-from lmdistill.models.importance import most_important
 from lmdistill.models.heads import vocab_size
 from lmdistill.models.loading import load_tokenizer
 from lmdistill.objective import Needs, Term, build_terms, needs_of, projection_widths
 from lmdistill.preflight import run_preflight
 from lmdistill.tasks import Task, check_config, get_task
-from lmdistill.tasks.calibration import layer_scorer
+from lmdistill.tasks.calibration import task_calibration
 from lmdistill.teachers import TeacherSignal, teacher_signal
 from lmdistill.train import checkpoint as ckpt
 from lmdistill.train.optim import make_optimizer, warmup_cosine
@@ -93,9 +92,11 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     source = (models[config.feature_teacher] if config.needs_teacher else models[0]) if models else None
     if source is None and config.student.from_teacher is not None and _has_cache(config):
         source = _cached_teachers_model(config, task)  # loaded once to prune, then dropped
+    calibration = _calibration(config, task, tokenizer, train_examples)
     student = build_student(config.student, source, model_class=task.model_class, seed=config.seed,
-                            lora_task_type=task.lora_task_type, model_kwargs=task.model_kwargs(),
-                            layer_scores=_importance_scorer(config, task, tokenizer, train_examples, output_dir, accelerator))
+                            lora_task_type=task.lora_task_type, model_kwargs=task.model_kwargs(), calibration=calibration)
+    if calibration is not None and accelerator.is_main_process:
+        write_atomically(output_dir / "pruning.json", json.dumps(calibration.record, indent=2))
     if not config.needs_teacher or _has_cache(config):
         models = []  # loaded only to copy layers from (a label-only run, or a teacher cache)
     for model in models:
@@ -165,23 +166,15 @@ def _cached_teachers_model(config: RunConfig, task: Task) -> torch.nn.Module:
     return load_teacher(settings, model_class=task.model_class, seed=config.seed, model_kwargs=task.model_kwargs())
 
 
-def _importance_scorer(config: RunConfig, task: Task, tokenizer, train_examples, output_dir: Path, accelerator):
-    """For ``from_teacher.by: importance``: scores each teacher layer on calibration batches of the training data
-    and writes them to ``layer_importance.json``; None otherwise."""
+def _calibration(config: RunConfig, task: Task, tokenizer, train_examples: list[dict]):
+    """Calibration batches of the training data when the student is pruned by importance; None otherwise."""
     settings = config.student.from_teacher
-    if settings is None or settings.by != "importance":
+    if settings is None or not settings.needs_calibration:
         return None
-    scorer = layer_scorer(task, train_examples, tokenizer.pad_token_id, score=settings.score, count=settings.calibration_examples,
-                          batch_size=config.train.batch_size, seed=config.seed)
-
-    def scores_written(teacher: torch.nn.Module) -> list[float]:
-        scores = scorer(teacher)
-        if accelerator.is_main_process:
-            record = {"score": settings.score, "calibration_examples": min(settings.calibration_examples, len(train_examples)),
-                      "scores": scores, "kept": most_important(scores, settings.count)}
-            write_atomically(output_dir / "layer_importance.json", json.dumps(record, indent=2))
-        return scores
-    return scores_written
+    calibration = task_calibration(task, train_examples, tokenizer.pad_token_id, count=settings.calibration_examples,
+                                   batch_size=config.train.batch_size, seed=config.seed)
+    calibration.record["calibration_examples"] = min(settings.calibration_examples, len(train_examples))
+    return calibration
 
 
 def _transforms(config: RunConfig, task: Task, tokenizer) -> list[BatchTransform]:
