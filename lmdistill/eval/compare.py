@@ -6,16 +6,39 @@ the report reads.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lmdistill.config import DataConfig, DataFormat
+from lmdistill.data.causal import load_causal_datasets
+from lmdistill.data.readers import read_records
 from lmdistill.errors import UserError
+from lmdistill.eval.footprint import measure_speeds, model_footprint, shape_key
+from lmdistill.eval.held_out import causal_lm_scores
+from lmdistill.eval.runner import evaluate_generation, greedy_from_ids
+from lmdistill.losses import IGNORE_INDEX
+from lmdistill.models.loading import load_model, load_tokenizer
 
 
-def evaluate_model_dirs(
+@dataclass
+class Comparison:
+    """``models``: metrics per model name (``evaluation.json``'s ``models``); ``samples``: held-out prompts with each
+    model's greedy answer, side by side (``{"prompt": ..., "reference": ..., NAME: answer ...}``)."""
+
+    models: dict[str, dict[str, Any]]
+    samples: list[dict[str, str]] = field(default_factory=list)
+
+
+def evaluate_model_dirs(models: dict[str, str | Path], data: str, **settings) -> dict[str, dict[str, Any]]:
+    """Metrics per model name (``teacher`` first when given) on the held-out ``data``; see :func:`compare_model_dirs`."""
+    return compare_model_dirs(models, data, **settings).models
+
+
+def compare_model_dirs(
     models: dict[str, str | Path],
     data: str,
     *,
@@ -30,22 +53,17 @@ def evaluate_model_dirs(
     max_new_tokens: int = 64,
     batch_size: int = 4,
     latency_tokens: int = 128,
-) -> dict[str, dict[str, Any]]:
-    """Metrics per model name (``teacher`` first when given) on the held-out ``data``.
-
-    Every model: ``perplexity`` over the loss positions (completion tokens for prompt/completion or chat data),
+    samples: int = 0,
+    speed_rounds: int = 3,
+) -> Comparison:
+    """Every model: ``perplexity`` over the loss positions (completion tokens for prompt/completion or chat data),
     ``parameters``, ``size_on_disk_bytes``, ``layers``, ``latency_ms_per_example`` and ``tokens_per_second`` (CPU
-    forward on one sequence of up to ``latency_tokens`` tokens). With a teacher, each other model also gets
-    ``top1_agreement`` and ``mean_token_kl`` = KL(teacher || model) per token. With ``reference_field`` (prompt data),
-    greedy generations are scored with ROUGE-1/2/L, BLEU and chrF.
+    forward on one sequence of up to ``latency_tokens`` tokens) and ``decode_tokens_per_second`` (greedy decoding
+    with the KV cache), measured once per model shape in interleaved rounds. With a teacher, each other model also
+    gets ``top1_agreement`` and ``mean_token_kl`` = KL(teacher || model) per token. With ``reference_field`` (prompt
+    data), greedy generations are scored with ROUGE-1/2/L, BLEU and chrF. ``samples`` > 0: the first ``samples``
+    held-out prompts (the tokens before the first scored one) with every model's greedy answer.
     """
-    from lmdistill.data.causal import load_causal_datasets
-    from lmdistill.data.readers import read_records
-    from lmdistill.eval.footprint import measure_latency, model_footprint
-    from lmdistill.eval.runner import evaluate_generation
-    from lmdistill.models.loading import load_model, load_tokenizer
-    from lmdistill.eval.held_out import causal_lm_scores
-
     ordered = ({"teacher": teacher} if teacher is not None else {}) | dict(models)
     tokenizer = load_tokenizer(str(teacher if teacher is not None else next(iter(models.values()))))
     config = DataConfig(train=data, format=data_format, text_field=text_field, prompt_field=prompt_field,
@@ -61,33 +79,74 @@ def evaluate_model_dirs(
             raise UserError(f"record {missing[0]} of {data} has no field {reference_field!r}; pass --reference-field with an existing field")
         prompts = [str(r[prompt_field]) for r in records]
         references = [str(r[reference_field]) for r in records]
-    latency_input = torch.tensor([examples[0]["input_ids"][:latency_tokens]])
+    shown = [_prompt_and_answer(example, tokenizer) for example in examples[:samples]]
+    comparison = Comparison({}, [{"prompt": prompt, "reference": answer} for prompt, _, answer in shown])
     teacher_model = load_model(str(teacher), what="teacher").eval() if teacher is not None else None
-    results: dict[str, dict[str, Any]] = {}
+    timed: dict[str, torch.nn.Module] = {}  # one model per shape stays loaded for the speed rounds
+    timed_by_shape: dict[str, str] = {}
+    shape_of: dict[str, str] = {}
     for name, folder in ordered.items():
         model = teacher_model if name == "teacher" else load_model(str(folder), what=f"model {name}").eval()
         reference_teacher = None if name == "teacher" else teacher_model
         scores = causal_lm_scores(model, reference_teacher, examples, tokenizer.pad_token_id, batch_size, torch.device("cpu"))
-        row: dict[str, Any] = {"layers": model.config.num_hidden_layers, **model_footprint(model),
-                               **measure_latency(model, latency_input), "perplexity": scores["perplexity"]}
+        row: dict[str, Any] = {"layers": model.config.num_hidden_layers, **model_footprint(model), "perplexity": scores["perplexity"]}
         if reference_teacher is not None:
             row.update(top1_agreement=scores["top1_agreement"], mean_token_kl=scores["mean_token_kl"])
         if references is not None:
             row.update(evaluate_generation(model, tokenizer, prompts, references, max_new_tokens=max_new_tokens, batch_size=batch_size))
-        results[name] = row
-    return results
+        if shown:
+            answers = greedy_from_ids(model, tokenizer, [ids for _, ids, _ in shown], max_new_tokens=max_new_tokens, batch_size=batch_size)
+            for sample, answer in zip(comparison.samples, answers):
+                sample[name] = answer
+        comparison.models[name] = row
+        shape_of[name] = shape_key(model)
+        if shape_of[name] not in timed_by_shape:
+            timed_by_shape[shape_of[name]], timed[name] = name, model
+    # Speed is measured per shape (two students of one shape report the same figures), after the quality metrics.
+    prompt_ids = torch.tensor([examples[0]["input_ids"][:16]])
+    latency_ids = torch.tensor([examples[0]["input_ids"][:latency_tokens]])
+    speeds = measure_speeds(timed, prompt_ids, latency_ids, rounds=speed_rounds)
+    for name, row in comparison.models.items():
+        row.update(speeds[timed_by_shape[shape_of[name]]])
+    return comparison
+
+
+def _prompt_and_answer(example: dict[str, list[int]], tokenizer) -> tuple[str, list[int], str]:
+    """(prompt text, prompt ids, reference answer) of a held-out example: the tokens before its first scored token
+    (for plain text, its first 16 tokens), and the rest."""
+    ids, labels = example["input_ids"], example["labels"]
+    first = next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(ids))
+    if first == 0:
+        first = min(16, len(ids) // 2)
+    return (tokenizer.decode(ids[:first], skip_special_tokens=False), ids[:first],
+            tokenizer.decode(ids[first:], skip_special_tokens=True).strip())
+
+
+def significant(value: float, digits: int = 3) -> str:
+    """``value`` to ``digits`` significant figures, thousands separated (166.4 -> "166", 3.517 -> "3.52")."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{round(value, decimals):,.{decimals}f}"
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> str:
+    return f"{numerator / denominator:.1f}x" if numerator and denominator else "-"
 
 
 def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
-    """Rows for a printed table: model, layers, parameters, speed-up vs teacher, perplexity, agreement, KL."""
-    teacher_latency = results.get("teacher", {}).get("latency_ms_per_example")
+    """Rows for a printed table: model, layers, parameters, decoding and forward speed-up vs the teacher, perplexity,
+    agreement, KL; rounded to what a few hundred held-out tokens and a shared CPU can support."""
+    teacher = results.get("teacher", {})
     rows = []
     for name, row in results.items():
-        speed = f"{teacher_latency / row['latency_ms_per_example']:.2f}x" if teacher_latency else "-"
-        rows.append([name, str(row["layers"]), f"{row['parameters'] / 1e6:.1f}M", speed, f"{row['perplexity']:.2f}",
-                     f"{row['top1_agreement']:.3f}" if "top1_agreement" in row else "-",
-                     f"{row['mean_token_kl']:.3f}" if "mean_token_kl" in row else "-"])
+        rows.append([name, str(row["layers"]), f"{row['parameters'] / 1e6:.0f}M",
+                     _ratio(row.get("decode_tokens_per_second"), teacher.get("decode_tokens_per_second")),
+                     _ratio(teacher.get("latency_ms_per_example"), row.get("latency_ms_per_example")),
+                     significant(row["perplexity"]),
+                     f"{row['top1_agreement']:.2f}" if "top1_agreement" in row else "-",
+                     significant(row["mean_token_kl"], 2) if "mean_token_kl" in row else "-"])
     return rows
 
 
-SUMMARY_COLUMNS = ("model", "layers", "params", "speed-up", "perplexity", "top-1 agree", "KL(t||m)")
+SUMMARY_COLUMNS = ("model", "layers", "params", "decode speed-up", "forward speed-up", "perplexity", "top-1 agree", "KL(t||m)")

@@ -1,7 +1,8 @@
-"""Model size and speed: parameter count, bytes on disk, forward-pass latency."""
+"""Model size and speed: parameter count, bytes on disk, forward-pass latency, decoding speed."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
@@ -66,3 +67,59 @@ def measure_latency(
         "latency_ms_per_example": 1000.0 * median / batch_size,
         "tokens_per_second": batch_size * seq_len / median,
     }
+
+
+def measure_decoding(model: torch.nn.Module, prompt_ids: torch.Tensor, *, new_tokens: int = 32) -> float:
+    """Greedy decoding speed in new tokens per second: ``new_tokens`` tokens after ``prompt_ids`` (1, S) with the KV
+    cache, every token generated (no early stop at an end-of-sequence token), one timed run after a warm-up."""
+    device = next(model.parameters()).device
+    prompt_ids = prompt_ids.to(device)
+    settings = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False, "num_beams": 1,
+                "pad_token_id": 0, "attention_mask": torch.ones_like(prompt_ids)}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            model.generate(prompt_ids, **{**settings, "max_new_tokens": 2, "min_new_tokens": 2})
+            _synchronize(device)
+            start = time.perf_counter()
+            model.generate(prompt_ids, **settings)
+            _synchronize(device)
+            elapsed = time.perf_counter() - start
+    finally:
+        model.train(was_training)
+    return new_tokens / elapsed
+
+
+def shape_key(model: torch.nn.Module) -> str:
+    """What a model's speed depends on: its class and config without names and paths (equal for two students of
+    one shape, whatever their weights)."""
+    settings = model.config.to_dict()
+    for key in ("_name_or_path", "name_or_path", "transformers_version", "architectures", "_commit_hash"):
+        settings.pop(key, None)
+    return type(model).__name__ + json.dumps(settings, sort_keys=True, default=str)
+
+
+def measure_speeds(models: dict[str, torch.nn.Module], prompt_ids: torch.Tensor, latency_ids: torch.Tensor, *,
+                   rounds: int = 3, new_tokens: int = 32) -> dict[str, dict[str, float]]:
+    """Forward latency and decoding speed per model, measured once per *shape* (models of one shape share the
+    figures) in ``rounds`` interleaved rounds, the median of each kept: a machine that slows down for a while
+    slows every shape alike, instead of whichever model happened to run then."""
+    by_shape: dict[str, str] = {}
+    for name, model in models.items():
+        by_shape.setdefault(shape_key(model), name)
+    latencies: dict[str, list[dict[str, float]]] = {name: [] for name in by_shape.values()}
+    decoding: dict[str, list[float]] = {name: [] for name in by_shape.values()}
+    for _ in range(rounds):
+        for name in by_shape.values():
+            latencies[name].append(measure_latency(models[name], latency_ids, warmup=1, repeats=3))
+            decoding[name].append(measure_decoding(models[name], prompt_ids, new_tokens=new_tokens))
+    results = {}
+    for name, model in models.items():
+        measured = by_shape[shape_key(model)]
+        results[name] = {
+            "latency_ms_per_example": statistics.median(r["latency_ms_per_example"] for r in latencies[measured]),
+            "tokens_per_second": statistics.median(r["tokens_per_second"] for r in latencies[measured]),
+            "decode_tokens_per_second": statistics.median(decoding[measured]),
+        }
+    return results

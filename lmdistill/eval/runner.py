@@ -16,7 +16,7 @@ from lmdistill.eval.held_out import causal_lm_scores
 from lmdistill.eval.lm_metrics import bits_per_byte
 from lmdistill.eval.text_metrics import References, bleu, chrf, rouge
 
-__all__ = ["evaluate_causal_lm", "evaluate_generation", "generate_greedy", "measure_latency", "model_footprint"]
+__all__ = ["evaluate_causal_lm", "evaluate_generation", "generate_greedy", "greedy_from_ids", "measure_latency", "model_footprint"]
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -91,6 +91,14 @@ def generate_greedy(
     Each continuation is cut at its first end-of-sequence token.
     """
     encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    return greedy_from_ids(model, tokenizer, encoded, max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+
+def greedy_from_ids(
+    model: torch.nn.Module, tokenizer, prompts: Sequence[list[int]], *, max_new_tokens: int, batch_size: int = 8
+) -> list[str]:
+    """Greedy continuations of tokenised prompts (e.g. a chat rendered up to the assistant turn), decoded like
+    :func:`generate_greedy`."""
     pad_id = _pad_id(tokenizer)
     eos_ids = _eos_ids(model, tokenizer)
     device = _device(model)
@@ -99,8 +107,8 @@ def generate_greedy(
     model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, len(encoded), batch_size):
-                input_ids, attention_mask = _pad(encoded[start : start + batch_size], pad_id, "left")
+            for start in range(0, len(prompts), batch_size):
+                input_ids, attention_mask = _pad(list(prompts[start : start + batch_size]), pad_id, "left")
                 generated = model.generate(
                     input_ids=input_ids.to(device),
                     attention_mask=attention_mask.to(device),

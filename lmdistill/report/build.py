@@ -15,7 +15,8 @@ LABELS = {
     "parameters": "Parameters",
     "size_on_disk_bytes": "Size on disk (bytes)",
     "latency_ms_per_example": "Latency (ms / example)",
-    "tokens_per_second": "Tokens per second",
+    "tokens_per_second": "Tokens per second (forward)",
+    "decode_tokens_per_second": "Tokens per second (greedy decoding)",
     "perplexity": "Perplexity",
     "top1_agreement": "Top-1 agreement with teacher",
     "mean_token_kl": "Mean token KL(teacher ‖ model)",
@@ -63,11 +64,14 @@ def _comparison_table(models: dict[str, dict[str, Any]]) -> Table:
     add_key("size_on_disk_bytes")
     add_key("latency_ms_per_example")
     add_key("tokens_per_second")
+    add_key("decode_tokens_per_second")
+    add("Decoding speed-up vs teacher", [_ratio(models[n].get("decode_tokens_per_second"), teacher.get("decode_tokens_per_second"))
+                                         for n in names])
     speed_ups = []
     for n in names:
         by_latency = _ratio(teacher.get("latency_ms_per_example"), models[n].get("latency_ms_per_example"))
         speed_ups.append(by_latency or _ratio(models[n].get("tokens_per_second"), teacher.get("tokens_per_second")))
-    add("Speed-up vs teacher", speed_ups)
+    add("Forward speed-up vs teacher", speed_ups)
     known = set(LABELS)
     for key in ("perplexity", "top1_agreement", "mean_token_kl"):
         add_key(key)
@@ -112,6 +116,34 @@ def _evaluation_blocks(run: RunRecord, report_dir: Path) -> list[Block]:
     return blocks
 
 
+def _sample_blocks(run: RunRecord) -> list[Block]:
+    """Held-out prompts with every model's greedy answer, one table per prompt."""
+    if not run.samples:
+        return []
+    blocks: list[Block] = [Heading("Answers side by side"),
+                           Paragraph("Greedy answers to held-out prompts; `reference` is the held-out answer the models are scored on.")]
+    for number, sample in enumerate(run.samples, start=1):
+        rows = [[name, str(text)] for name, text in sample.items() if name != "prompt"]
+        blocks.append(Paragraph(f"Prompt {number}: {str(sample.get('prompt', '')).strip()}"))
+        blocks.append(Table(["model", "answer"], rows))
+    return blocks
+
+
+def _pruning_blocks(run: RunRecord) -> list[Block]:
+    if not run.pruning.get("kept_layers") and not run.pruning.get("width"):
+        return []
+    blocks: list[Block] = [Heading("Pruning")]
+    if run.pruning.get("kept_layers"):
+        scores = run.pruning.get("layer_scores", [])
+        blocks.append(Paragraph(f"Kept layers {run.pruning['kept_layers']} of {len(scores)} by {run.pruning.get('layer_score')} "
+                                f"on {run.pruning.get('calibration_examples')} calibration examples."))
+        blocks.append(Table(["layer", "score", "kept"], [[str(i), f"{value:.4g}", "yes" if i in run.pruning["kept_layers"] else ""]
+                                                        for i, value in enumerate(scores)]))
+    for key, (before, after) in run.pruning.get("width", {}).items():
+        blocks.append(Paragraph(f"{key}: {before} -> {after}"))
+    return blocks
+
+
 def _comparison_blocks(run: RunRecord, report_dir: Path) -> list[Block]:
     blocks: list[Block] = [Heading("Teacher vs student")]
     if not run.models:
@@ -139,6 +171,8 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
     blocks: list[Block] = [Heading(title, level=1)]
     blocks += [Paragraph(note) for note in run.notes]
     blocks += _comparison_blocks(run, report_dir)
+    blocks += _sample_blocks(run)
+    blocks += _pruning_blocks(run)
     blocks += _training_blocks(run, report_dir)
     blocks += _evaluation_blocks(run, report_dir)
     blocks.append(Heading("Configuration"))

@@ -91,11 +91,14 @@ def plot_eval_metrics(eval_rows: list[dict[str, Any]], path: Path) -> Path | Non
 COMPARISON_PANELS = (
     ("parameters", "Parameters"),
     ("size_on_disk_bytes", "Size on disk (bytes)"),
-    ("tokens_per_second", "Tokens per second (higher is faster)"),
+    ("decode_tokens_per_second", "Decoding tokens per second (higher is faster)"),
     ("latency_ms_per_example", "Latency, ms per example"),
     ("perplexity", "Perplexity (lower is better)"),
     ("top1_agreement", "Top-1 agreement with teacher"),
 )
+
+
+LOG_SCALE_PANELS = ("perplexity",)
 
 
 def plot_model_comparison(models: dict[str, dict[str, Any]], path: Path) -> Path | None:
@@ -111,6 +114,9 @@ def plot_model_comparison(models: dict[str, dict[str, Any]], path: Path) -> Path
         names = [name for name, metrics in models.items() if is_number(metrics.get(key))]
         values = [models[name][key] for name in names]
         axes.bar(names, values, color=[MODEL_COLOURS.get(name, "#55a868") for name in names])
+        if key in LOG_SCALE_PANELS and all(value > 0 for value in values):
+            axes.set_yscale("log")  # a student 40x worse than its teacher still shows both bars
+            title += " (log scale)"
         axes.set_title(title, fontsize="medium")
         axes.grid(axis="y", alpha=0.3)
     return _save(figure, path)

@@ -25,6 +25,8 @@ class RunRecord:
     eval_rows: list[dict[str, Any]]
     models: dict[str, dict[str, Any]] | None
     notes: list[str] = field(default_factory=list)
+    samples: list[dict[str, str]] = field(default_factory=list)  # held-out prompts with each model's answer
+    pruning: dict[str, Any] = field(default_factory=dict)  # what importance pruning measured and kept
 
 
 def is_number(value: Any) -> bool:
@@ -57,7 +59,7 @@ def _read_metrics(path: Path, notes: list[str]) -> tuple[list[dict], list[dict]]
     return train_rows, eval_rows
 
 
-def _read_models(path: Path) -> dict[str, dict[str, Any]]:
+def _read_evaluation(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -65,7 +67,10 @@ def _read_models(path: Path) -> dict[str, dict[str, Any]]:
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
         raise UserError(f'{path} needs the form {{"models": {{"teacher": {{...}}, "student": {{...}}}}}}: rewrite or delete it')
-    return models
+    samples = data.get("samples", [])
+    if not isinstance(samples, list) or not all(isinstance(row, dict) for row in samples):
+        raise UserError(f'{path}: "samples" must be a list of {{"prompt": ..., MODEL: answer}} objects; rewrite or delete it')
+    return {"models": models, "samples": samples, "pruning": data.get("pruning") or {}}
 
 
 def load_run(run_dir: str | Path) -> RunRecord:
@@ -81,5 +86,6 @@ def load_run(run_dir: str | Path) -> RunRecord:
     config_path = run_dir / "config.yaml"
     config_text = config_path.read_text(encoding="utf-8") if config_path.is_file() else None
     evaluation_path = run_dir / "evaluation.json"
-    models = _read_models(evaluation_path) if evaluation_path.is_file() else None
-    return RunRecord(run_dir, config_text, train_rows, eval_rows, models, notes)
+    evaluation = _read_evaluation(evaluation_path) if evaluation_path.is_file() else {"models": None, "samples": [], "pruning": {}}
+    return RunRecord(run_dir, config_text, train_rows, eval_rows, evaluation["models"], notes, evaluation["samples"],
+                     evaluation["pruning"])
