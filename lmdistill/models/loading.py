@@ -63,6 +63,14 @@ def _check_local_dir(path: str, what: str) -> None:
         raise UserError(f"{what} {path!r}: config.json is corrupt (not valid JSON); re-save the model") from None
 
 
+def load_model_config(path: str, *, what: str = "model"):
+    """The transformers config of a model dir, hub id or .gguf file, without loading its weights."""
+    folder, gguf = _split_gguf(path)
+    if not gguf:
+        _check_local_dir(folder, what)
+    return AutoConfig.from_pretrained(folder, **gguf)
+
+
 def load_model(
     path: str,
     *,
