@@ -118,9 +118,10 @@ def plan_pruning(teacher_config, settings: CompressSettings) -> dict[str, Any]:
             raise UserError(f"--layers {settings.layers}: the teacher has {layers} layers; choose 1..{layers}")
         return {**base, "count": settings.layers}
     total = count_parameters(teacher_config)
-    per_layer = (total - count_parameters(_with(teacher_config, num_hidden_layers=0))) / layers
-    fixed = total - per_layer * layers
+    fixed = count_parameters(_with(teacher_config, num_hidden_layers=0))  # embeddings, final norm, head
     target = settings.params if settings.params is not None else settings.ratio * total
+    if target >= total:
+        raise UserError(f"a target of {target / 1e6:.1f}M parameters is not below the teacher's {total / 1e6:.1f}M; choose a smaller one")
     layer_share = (target - fixed) / (total - fixed)  # of the transformer blocks' parameters
     if layer_share <= 0:
         raise UserError(f"a target of {target / 1e6:.0f}M parameters is below the teacher's embeddings and head "

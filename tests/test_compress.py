@@ -53,9 +53,12 @@ def test_bad_targets_are_one_line_errors(target, message):
         _settings(**target)
 
 
-def test_a_target_below_the_embeddings_is_refused():
+def test_a_target_below_the_embeddings_or_above_the_teacher_is_refused():
+    config = tiny_llama_config(vocab_size=101, layers=4)
     with pytest.raises(UserError, match="below the teacher's embeddings"):
-        plan_pruning(tiny_llama_config(vocab_size=101, layers=4), _settings(params=100))
+        plan_pruning(config, _settings(params=100))
+    with pytest.raises(UserError, match="not below the teacher's"):
+        plan_pruning(config, _settings(params=count_parameters(config) + 1))
 
 
 @pytest.mark.parametrize("text,count", [("60M", 60e6), ("1.5B", 1.5e9), ("800k", 8e5), ("1234", 1234.0)])

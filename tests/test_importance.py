@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, LlamaForCausalLM
+from transformers import AutoModelForSequenceClassification, BertConfig, BertModel, LlamaForCausalLM
 
 from conftest import tiny_llama_config, tiny_run_config
 from lmdistill import distill
@@ -177,3 +177,17 @@ def test_a_run_with_a_width_pruned_student_trains_and_records_the_new_sizes(tmp_
 def test_width_alone_keeps_every_layer():
     config = parse_config({**tiny_run_config("runs/x", "tok"), "student": {"from_teacher": {"width": {"hidden_size": 16}}}})
     assert config.student.from_teacher.depth_is_set is False and config.student.from_teacher.needs_calibration
+
+
+def test_a_classifier_keeps_the_layers_whose_removal_raises_its_loss_most(tmp_path):
+    from test_classification_helpers import make_tokenizer_dir, run_config
+
+    raw = run_config(tmp_path, make_tokenizer_dir(tmp_path / "tok"),
+                     student={"from_teacher": {"count": 3, "by": "importance", "score": "loss_increase", "calibration_examples": 16}})
+    result = distill(raw)
+    record = json.loads((tmp_path / "run" / "pruning.json").read_text())
+    scores = record["layer_scores"]
+    assert record["layer_score"] == "loss_increase" and len(scores) == 4 and len(set(scores)) == 4
+    middle = 1 if scores[1] > scores[2] else 2
+    assert record["kept_layers"] == sorted([0, 3, middle]) and result.steps == 2
+    assert AutoModelForSequenceClassification.from_pretrained(result.student_dir).config.num_hidden_layers == 3
