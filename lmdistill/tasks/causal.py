@@ -18,6 +18,7 @@ class CausalLMTask:
     lora_task_type = "CAUSAL_LM"
     data_fields = frozenset({"format", "text_field", "prompt_field", "completion_field", "messages_field", "pack"})
     headless_logits = True
+    pipeline_tag = "text-generation"
 
     def load_datasets(self, data, tokenizer, seed):
         return load_causal_datasets(data, tokenizer, seed)
