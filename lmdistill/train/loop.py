@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lmdistill.config import RunConfig
 from lmdistill.errors import UserError
+from lmdistill.report.model_card import write_model_card
 from lmdistill.train import checkpoint as ckpt
 from lmdistill.train.export import export_student
 from lmdistill.train.metrics_log import MetricsLog
@@ -51,11 +52,13 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
                 _skip_bad_step(run, step, bad_in_a_row, metrics)
             run.scheduler.step()  # after the bad-step check: a run stopped there resumes with the step's own rate
             step, loss, tokens_seen = step + 1, result.loss, tokens_seen + result.tokens
+            run.tokens_trained += result.tokens
             elapsed = time.perf_counter() - started
             progress.update(step, loss, tokens_seen / max(elapsed, 1e-9))
             if step % train.log_every == 0 or step == total:
                 metrics.write({"step": step, "split": "train", "loss": loss, "lr": run.scheduler.get_last_lr()[0],
                                "tokens_per_second": tokens_seen / max(elapsed, 1e-9), "elapsed_s": elapsed,
+                               "tokens": run.tokens_trained,
                                **{f"loss/{label}": value for label, value in result.values.items()}})
             if run.eval_examples and train.eval_every and (step % train.eval_every == 0 or step == total):
                 teacher_model = run.teacher.model if run.teacher is not None else None
@@ -72,6 +75,7 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
     student_dir = run.output_dir / "student"
     if main:
         export_student(run.accelerator.unwrap_model(run.bundle), run.tokenizer, student_dir)
+        write_model_card(run.output_dir)
     run.accelerator.wait_for_everyone()
     return RunResult(run.output_dir, student_dir, step, loss, run.skipped_steps, stopped_early=step < total)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shlex
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +28,7 @@ from lmdistill.objective import Needs, Term, build_terms, needs_of, projection_w
 from lmdistill.preflight import run_preflight
 from lmdistill.tasks import Task, check_config, get_task
 from lmdistill.teachers import TeacherSignal, teacher_signal
+from lmdistill.version import __version__
 from lmdistill.train import checkpoint as ckpt
 from lmdistill.train.optim import make_optimizer, warmup_cosine
 from lmdistill.train.transforms import BatchTransform, MaskInputs, OnPolicySamples
@@ -56,6 +60,7 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     start_step: int = 0
     skipped_steps: int = 0
+    tokens_trained: int = 0  # real tokens of every step so far, across resumes (the model card reports it)
 
     @property
     def student(self) -> torch.nn.Module:
@@ -66,7 +71,8 @@ class Run:
         return self.accelerator.unwrap_model(self.bundle).projections
 
     def save(self, step: int) -> Path:
-        state = {"step": step, "fingerprint": self.fingerprint, "skipped_steps": self.skipped_steps}
+        state = {"step": step, "fingerprint": self.fingerprint, "skipped_steps": self.skipped_steps,
+                 "tokens_trained": self.tokens_trained}
         return ckpt.save_checkpoint(self.accelerator, self.output_dir, step, state, self.config.train.keep_checkpoints)
 
 
@@ -81,6 +87,7 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     if accelerator.is_main_process:
         _prepare_output_dir(output_dir, resume)
         write_atomically(output_dir / "config.yaml", dump_config(config))
+        _write_run_info(output_dir, task, resume)
     accelerator.wait_for_everyone()
 
     tokenizer = load_tokenizer(tokenizer_source(config))
@@ -128,6 +135,7 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     if latest is not None:
         state = ckpt.load_checkpoint(accelerator, latest, fingerprint)
         run.start_step, run.skipped_steps = state["step"], state.get("skipped_steps", 0)
+        run.tokens_trained = state.get("tokens_trained", 0)
         log.info("resumed from %s (step %d)", latest, run.start_step)
     return run
 
@@ -154,6 +162,20 @@ def _transforms(config: RunConfig, task: Task, tokenizer) -> list[BatchTransform
     if config.on_policy is not None:
         transforms.append(OnPolicySamples(config.on_policy, task, tokenizer, config.seed))
     return transforms
+
+
+RUN_INFO = "run_info.json"
+
+
+def _write_run_info(output_dir: Path, task: Task, resume: bool) -> None:
+    """``run_info.json``: the command that started the run, the lmdistill version and the task's pipeline tag (what
+    the model card states). A resumed run keeps the command that started it."""
+    path = output_dir / RUN_INFO
+    if resume and path.is_file():
+        return
+    command = shlex.join(["lmdistill" if sys.argv[0].endswith(("lmdistill", "__main__.py")) else sys.argv[0], *sys.argv[1:]])
+    info = {"command": command, "lmdistill_version": __version__, "task": task.name, "pipeline_tag": task.pipeline_tag}
+    write_atomically(path, json.dumps(info, indent=2))
 
 
 def _prepare_output_dir(output_dir: Path, resume: bool) -> None:
