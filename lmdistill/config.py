@@ -236,6 +236,14 @@ class OnPolicyConfig(Strict):
     sampling: SamplingConfig = SamplingConfig()
 
 
+class OutputConfig(Strict):
+    """What happens to the exported student besides ``output_dir``: ``push_to_hub`` names a Hub repo (NAME or
+    OWNER/NAME) that the student, its model card and the report are uploaded to when the run finishes."""
+
+    push_to_hub: str | None = None
+    private: bool = False  # create the Hub repo private
+
+
 class RunConfig(Strict):
     """A whole distillation run."""
 
@@ -253,6 +261,7 @@ class RunConfig(Strict):
     objective: list[TermConfig] = Field(min_length=1)
     train: TrainConfig
     on_policy: OnPolicyConfig | None = None
+    output: OutputConfig | None = None
 
     @property
     def teachers(self) -> list[TeacherConfig]:

@@ -20,8 +20,8 @@ STATE_FILE = "trainer_state.json"
 
 
 def fingerprint(resolved_config: dict[str, Any]) -> str:
-    """A hash of everything that determines the run's result (run-length and logging settings excluded)."""
-    relevant = {k: v for k, v in resolved_config.items() if k != "output_dir"}
+    """A hash of everything that determines the run's result (run-length, logging and publishing settings excluded)."""
+    relevant = {k: v for k, v in resolved_config.items() if k not in ("output_dir", "output")}
     train = dict(relevant.get("train", {}))
     for key in ("max_steps", "epochs", "log_every", "eval_every", "save_every", "keep_checkpoints", "progress"):
         train.pop(key, None)

@@ -12,6 +12,7 @@ from pathlib import Path
 from lmdistill.config import RunConfig
 from lmdistill.errors import UserError
 from lmdistill.report.model_card import write_model_card
+from lmdistill.report.publish import push_run
 from lmdistill.train import checkpoint as ckpt
 from lmdistill.train.export import export_student
 from lmdistill.train.metrics_log import MetricsLog
@@ -76,6 +77,9 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
     if main:
         export_student(run.accelerator.unwrap_model(run.bundle), run.tokenizer, student_dir)
         write_model_card(run.output_dir)
+        hub = config.output
+        if hub is not None and hub.push_to_hub and step == total:
+            log.info("pushed to %s", push_run(run.output_dir, hub.push_to_hub, private=hub.private))
     run.accelerator.wait_for_everyone()
     return RunResult(run.output_dir, student_dir, step, loss, run.skipped_steps, stopped_early=step < total)
 

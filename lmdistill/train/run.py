@@ -26,6 +26,7 @@ from lmdistill.models.heads import vocab_size
 from lmdistill.models.loading import load_tokenizer
 from lmdistill.objective import Needs, Term, build_terms, needs_of, projection_widths
 from lmdistill.preflight import run_preflight
+from lmdistill.report.publish import hub_token
 from lmdistill.tasks import Task, check_config, get_task
 from lmdistill.teachers import TeacherSignal, teacher_signal
 from lmdistill.version import __version__
@@ -89,6 +90,8 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
         write_atomically(output_dir / "config.yaml", dump_config(config))
         _write_run_info(output_dir, task, resume)
     accelerator.wait_for_everyone()
+    if config.output is not None and config.output.push_to_hub and accelerator.is_main_process:
+        hub_token()  # a run that will publish fails now, not after training, when there is no token
 
     tokenizer = load_tokenizer(tokenizer_source(config))
     train_examples, eval_examples = task.load_datasets(config.data, tokenizer, config.seed)
