@@ -210,6 +210,9 @@ class TrainConfig(Strict):
     fused_vocab_threshold: int = Field(default=8192, ge=1)  # use the fused logit loss at or above this vocab size
     progress: bool = True  # a progress bar on a terminal; otherwise a log line every progress_seconds
     progress_seconds: float = Field(default=30.0, ge=0)  # 0: a line every step
+    # Experiment trackers (accelerate's integrations) that mirror metrics.jsonl; [] logs to metrics.jsonl only.
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio", "aim"]] = ["tensorboard"]
+    tracker_project: str = "lmdistill"  # the W&B / Trackio project, MLflow experiment, Aim experiment
 
     @model_validator(mode="after")
     def _length(self) -> "TrainConfig":

@@ -43,7 +43,8 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
     run = build_run(config, resume=resume)
     train, main = config.train, run.accelerator.is_main_process
     total, step, loss, bad_in_a_row = run.plan.total_steps, run.start_step, float("nan"), 0
-    metrics = MetricsLog(run.output_dir, enabled=main, resume_step=step)
+    metrics = MetricsLog(run.output_dir, enabled=main, resume_step=step, accelerator=run.accelerator,
+                         project=train.tracker_project, settings=config.model_dump(mode="json", exclude_none=True))
     started, tokens_seen = time.perf_counter(), 0
     with ProgressReport(total, step, enabled=train.progress and main, interval_s=train.progress_seconds) as progress, StopSignal() as stop:
         while step < total:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import ProjectConfiguration, set_seed
 
 from lmdistill.config import RunConfig, dump_config
 from lmdistill.errors import UserError
@@ -32,6 +32,7 @@ from lmdistill.teachers import TeacherSignal, teacher_signal
 from lmdistill.version import __version__
 from lmdistill.train import checkpoint as ckpt
 from lmdistill.train.optim import make_optimizer, warmup_cosine
+from lmdistill.train.trackers import tracker_targets
 from lmdistill.train.transforms import BatchTransform, MaskInputs, OnPolicySamples
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,13 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     """Check the config against its task, load tokenizer, data, teacher signal and student, and restore a checkpoint."""
     task = get_task(config.task)
     check_config(task, config)
-    accelerator = Accelerator(mixed_precision=config.train.precision, cpu=not torch.cuda.is_available())
-    set_seed(config.seed)
     output_dir = Path(config.output_dir)
+    latest = ckpt.latest_checkpoint(output_dir) if resume else None
+    resume_step = ckpt.step_of(latest) if latest is not None else 0
+    accelerator = Accelerator(mixed_precision=config.train.precision, cpu=not torch.cuda.is_available(),
+                              log_with=tracker_targets(config.train.report_to, output_dir, resume_step) or None,
+                              project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir)))
+    set_seed(config.seed)
     fingerprint = ckpt.fingerprint(config.model_dump(mode="json", exclude_none=True))
     if accelerator.is_main_process:
         _prepare_output_dir(output_dir, resume)
@@ -134,7 +139,6 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     order = lru_cache(maxsize=1)(lambda epoch: batches_for_epoch(len(train_examples), plan.global_batch, config.seed, epoch))
     run = Run(config, accelerator, output_dir, fingerprint, tokenizer, task, teacher, bundle, headless, terms, needs,
               _transforms(config, task, tokenizer), train_examples, eval_examples, plan, order, optimizer, scheduler)
-    latest = ckpt.latest_checkpoint(output_dir) if resume else None
     if latest is not None:
         state = ckpt.load_checkpoint(accelerator, latest, fingerprint)
         run.start_step, run.skipped_steps = state["step"], state.get("skipped_steps", 0)
