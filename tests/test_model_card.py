@@ -102,7 +102,7 @@ def test_a_training_run_exports_a_card_with_its_steps_tokens_and_scores(tmp_path
     assert {r.metric_type: r.metric_value for r in card.data.eval_results} == pytest.approx(logged)
     # Tokens trained, counted independently from the run's own batches of examples.
     run = build_run(parse_config({**raw, "output_dir": str(tmp_path / "count")}))
-    order = run.epoch_order(0)
+    order = run.batches.epoch_batches(0)
     tokens = sum(len(run.train_examples[i]["input_ids"]) for batch in order[:3] for i in batch)
     assert f"3 optimizer steps, {tokens:,} tokens" in card.text
     assert f"lmdistill {__version__}" in card.text

@@ -7,9 +7,7 @@ import logging
 import shlex
 import sys
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import torch
 from accelerate import Accelerator
@@ -18,7 +16,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from lmdistill.config import RunConfig, dump_config
 from lmdistill.errors import UserError
 from lmdistill.files import write_atomically
-from lmdistill.data.collate import batches_for_epoch
+from lmdistill.data.order import ExampleOrder, TrainBatches
 from lmdistill.data.plan import Plan, plan_steps
 from lmdistill.models import capture as attention_capture
 from lmdistill.models.build import StudentBundle, build_student, check_vocabularies, load_teacher, tokenizer_source
@@ -57,7 +55,7 @@ class Run:
     train_examples: list[dict]
     eval_examples: list[dict] | None
     plan: Plan
-    epoch_order: Callable[[int], list[list[int]]]  # epoch -> global batches of example indices
+    batches: TrainBatches  # step -> the global batch's example ids and examples
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     start_step: int = 0
@@ -75,6 +73,9 @@ class Run:
     def save(self, step: int) -> Path:
         state = {"step": step, "fingerprint": self.fingerprint, "skipped_steps": self.skipped_steps,
                  "tokens_trained": self.tokens_trained}
+        position = self.batches.position(step)
+        if position is not None:
+            state["data_position"] = position
         return ckpt.save_checkpoint(self.accelerator, self.output_dir, step, state, self.config.train.keep_checkpoints)
 
 
@@ -136,13 +137,14 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     accelerator.register_for_checkpointing(scheduler)
     if teacher is not None:
         teacher.to(accelerator.device)
-    order = lru_cache(maxsize=1)(lambda epoch: batches_for_epoch(len(train_examples), plan.global_batch, config.seed, epoch))
     run = Run(config, accelerator, output_dir, fingerprint, tokenizer, task, teacher, bundle, headless, terms, needs,
-              _transforms(config, task, tokenizer), train_examples, eval_examples, plan, order, optimizer, scheduler)
+              _transforms(config, task, tokenizer), train_examples, eval_examples, plan, ExampleOrder(train_examples, plan, config.seed),
+              optimizer, scheduler)
     if latest is not None:
         state = ckpt.load_checkpoint(accelerator, latest, fingerprint)
         run.start_step, run.skipped_steps = state["step"], state.get("skipped_steps", 0)
         run.tokens_trained = state.get("tokens_trained", 0)
+        run.batches.restore(state.get("data_position"), run.start_step)
         log.info("resumed from %s (step %d)", latest, run.start_step)
     return run
 
