@@ -139,6 +139,9 @@ class DataConfig(Strict):
     messages_field: str = "messages"
     max_length: int = Field(default=256, ge=2)
     pack: bool = True  # text: concatenate documents and cut into max_length blocks
+    # causal_lm: read data.train with `datasets` streaming, tokenised and packed on the fly, in order (shuffle the
+    # corpus beforehand), never all in memory; needs train.max_steps; a checkpoint keeps the position in the stream.
+    streaming: bool = False
     max_examples: int | None = Field(default=None, ge=1)
     # sequence_classification training: each non-special token becomes the tokenizer's mask token with this
     # probability, drawn afresh every step; teacher and student read the same masked batch. Evaluation is unmasked.
@@ -278,6 +281,15 @@ class RunConfig(Strict):
         return any(registry.spec(term.name).kind != "labels" for term in self.objective)
 
     @model_validator(mode="after")
+    def _streaming(self) -> "RunConfig":
+        if self.data.streaming:
+            if self.train.max_steps is None:
+                raise ValueError("data.streaming reads a corpus of unknown length: set train.max_steps instead of train.epochs")
+            if self.data.eval_fraction > 0:
+                raise ValueError("data.streaming cannot hold records out of a stream; give data.eval instead of data.eval_fraction")
+        return self
+
+    @model_validator(mode="after")
     def _teachers(self) -> "RunConfig":
         teachers = self.teachers
         if isinstance(self.teacher, list) and not teachers:
@@ -298,6 +310,9 @@ class RunConfig(Strict):
                              "the training data's signal (drop on_policy or use teacher.path)")
         if len(teachers) > 1 and any(t.cache is not None for t in teachers):
             raise ValueError("a teacher cache works with a single teacher; cache each teacher's mixture yourself or drop the list")
+        if self.data.streaming and any(t.cache is not None for t in teachers):
+            raise ValueError("a teacher cache holds the signal of in-memory examples; with data.streaming use a live "
+                             "teacher (teacher.path) or set data.streaming: false")
         if self.data.mask_probability > 0:
             if any(t.cache is not None for t in teachers):
                 raise ValueError("data.mask_probability needs a live teacher: a teacher cache holds its signal for the "

@@ -29,6 +29,9 @@ class Task(Protocol):
 
     def load_datasets(self, data, tokenizer, seed: int) -> tuple[list[dict], list[dict] | None]: ...
 
+    # Tasks whose data_fields include "streaming" also have ``stream_train(data, tokenizer)``: the training examples
+    # as a stream with ``next_example()``, ``position()`` and ``restore(position)`` (lmdistill.data.streaming).
+
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments a *fresh* head takes from the loaded data (e.g. ``num_labels``)."""
         ...

@@ -18,6 +18,7 @@ from lmdistill.errors import UserError
 from lmdistill.files import write_atomically
 from lmdistill.data.order import ExampleOrder, TrainBatches
 from lmdistill.data.plan import Plan, plan_steps
+from lmdistill.data.streaming import StreamedBatches
 from lmdistill.models import capture as attention_capture
 from lmdistill.models.build import StudentBundle, build_student, check_vocabularies, load_teacher, tokenizer_source
 from lmdistill.models.heads import vocab_size
@@ -129,7 +130,7 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     bundle = StudentBundle(student, projection_widths(terms, student.config.hidden_size, teacher_shape.hidden_size))
 
     train = config.train
-    plan = plan_steps(len(train_examples), train.batch_size, train.gradient_accumulation_steps, accelerator.num_processes, train.max_steps, train.epochs)
+    plan, batches = _train_batches(config, task, tokenizer, train_examples, accelerator.num_processes)
     optimizer = make_optimizer(bundle, train.learning_rate, train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(plan.total_steps, train.warmup_steps, train.min_learning_rate_ratio))
     # The scheduler stays outside prepare(): accelerate would step it once per process; we step it once per step.
@@ -138,8 +139,7 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     if teacher is not None:
         teacher.to(accelerator.device)
     run = Run(config, accelerator, output_dir, fingerprint, tokenizer, task, teacher, bundle, headless, terms, needs,
-              _transforms(config, task, tokenizer), train_examples, eval_examples, plan, ExampleOrder(train_examples, plan, config.seed),
-              optimizer, scheduler)
+              _transforms(config, task, tokenizer), train_examples, eval_examples, plan, batches, optimizer, scheduler)
     if latest is not None:
         state = ckpt.load_checkpoint(accelerator, latest, fingerprint)
         run.start_step, run.skipped_steps = state["step"], state.get("skipped_steps", 0)
@@ -147,6 +147,18 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
         run.batches.restore(state.get("data_position"), run.start_step)
         log.info("resumed from %s (step %d)", latest, run.start_step)
     return run
+
+
+def _train_batches(config: RunConfig, task: Task, tokenizer, train_examples: list[dict], processes: int) -> tuple[Plan, TrainBatches]:
+    """The run's plan and where its global batches come from: the examples in memory, or the streamed corpus
+    (``train_examples`` is then only its first examples, which preflight checked)."""
+    train = config.train
+    if config.data.streaming:
+        global_batch = train.batch_size * train.gradient_accumulation_steps * processes
+        plan = Plan(total_steps=train.max_steps, steps_per_epoch=train.max_steps, global_batch=global_batch)
+        return plan, StreamedBatches(task.stream_train(config.data, tokenizer), global_batch)
+    plan = plan_steps(len(train_examples), train.batch_size, train.gradient_accumulation_steps, processes, train.max_steps, train.epochs)
+    return plan, ExampleOrder(train_examples, plan, config.seed)
 
 
 def _has_cache(config: RunConfig) -> bool:
