@@ -12,6 +12,7 @@ plus the tokens packed but not yet handed out.
 from __future__ import annotations
 
 import copy
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from lmdistill.data.readers import SUPPORTED_SUFFIXES, file_format, read_records
 from lmdistill.errors import UserError
 from lmdistill.losses import IGNORE_INDEX
 
+TOKENIZE_CHUNK = 64  # records tokenised in one call when packing
 # file format -> (datasets builder, its options)
 BUILDERS = {".jsonl": ("json", {}), ".json": ("json", {}), ".txt": ("text", {"sample_by": "paragraph"}),
             ".csv": ("csv", {}), ".tsv": ("csv", {"sep": "\t", "quoting": 3}), ".parquet": ("parquet", {})}
@@ -73,7 +75,7 @@ class CausalExampleStream:
         self._start = copy.deepcopy(dataset.state_dict())
         self._state, self._buffer, self._passes, self._records = self._start, [], 0, 0
         self._examples_this_pass = 0
-        self._iterator = None
+        self._iterator, self._pending = None, deque()
 
     @property
     def passes(self) -> int:
@@ -90,7 +92,7 @@ class CausalExampleStream:
         self._buffer, self._passes = list(position["buffer"]), position["passes"]
         self._records, self._examples_this_pass = position["records"], position["examples_this_pass"]
         self.dataset.load_state_dict(copy.deepcopy(self._state))
-        self._iterator = None
+        self._iterator, self._pending = None, deque()
 
     def next_example(self) -> Example:
         length = self.data.max_length
@@ -106,7 +108,7 @@ class CausalExampleStream:
                     return self._counted({"input_ids": block, "labels": list(block)})
                 continue
             if self.packing:
-                self._buffer += document_tokens(self.tokenizer, [self._text(record)])[0]
+                self._buffer += record
                 continue
             examples = build_causal_examples([record], self.tokenizer, self.data)
             if examples:
@@ -123,7 +125,27 @@ class CausalExampleStream:
         self._examples_this_pass += 1
         return example
 
-    def _next_record(self) -> dict[str, Any] | None:
+    def _next_record(self) -> dict[str, Any] | list[int] | None:
+        """The next record (packing: its document tokens), setting the position to just after it."""
+        if not self.packing:
+            return self._read_record()
+        if not self._pending:
+            # Tokenise records in chunks (one tokenizer call is much faster than many); each keeps the dataset
+            # state after it, so a position never depends on records read ahead.
+            chunk = []
+            while len(chunk) < TOKENIZE_CHUNK:
+                record = self._read_record()
+                if record is None:
+                    break
+                chunk.append((self._text(record), self._state, self._records))
+            tokens = document_tokens(self.tokenizer, [text for text, _, _ in chunk])
+            self._pending = deque((ids, state, records) for ids, (_, state, records) in zip(tokens, chunk))
+            if not self._pending:
+                return None
+        ids, self._state, self._records = self._pending.popleft()
+        return ids
+
+    def _read_record(self) -> dict[str, Any] | None:
         limit = self.data.max_examples
         while limit is None or self._records < limit:
             if self._iterator is None:
@@ -148,7 +170,7 @@ class CausalExampleStream:
         self._passes, self._records, self._examples_this_pass = self._passes + 1, 0, 0
         self._state = copy.deepcopy(self._start)
         self.dataset.load_state_dict(copy.deepcopy(self._start))
-        self._iterator = None
+        self._iterator, self._pending = None, deque()
 
 
 class StreamedBatches:
