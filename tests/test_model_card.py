@@ -83,6 +83,9 @@ def test_local_files_are_named_in_the_body_but_not_claimed_as_hub_datasets(tmp_p
     card = ModelCard.load(write_model_card(run_dir))
     assert card.data.base_model is None and card.data.datasets is None
     assert str(local) in card.text
+    # A data file's name is never claimed as a Hub dataset, even where the file is not found from here.
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "data": {**CONFIG["data"], "train": "elsewhere.jsonl"}}))
+    assert ModelCard.load(write_model_card(run_dir)).data.datasets is None
     assert {r.dataset_type for r in card.data.eval_results if r.dataset_split is None and r.dataset_type != "sst2_mc"} == {"stories.txt"}
 
 

@@ -31,9 +31,12 @@ TASK_TYPES = {"text-generation": "text-generation", "text-classification": "text
               "question-answering": "question-answering"}
 
 
+FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".csv", ".tsv", ".parquet", ".gz", ".gguf")
+
+
 def _hub_id(value: Any) -> str | None:
-    """``value`` when it reads as a Hub repo id (``name`` or ``owner/name``, not a local file or ``.gguf``)."""
-    if not isinstance(value, str) or not value or Path(value).exists() or value.endswith(".gguf"):
+    """``value`` when it reads as a Hub repo id (``name`` or ``owner/name``), not a local path or a data file's name."""
+    if not isinstance(value, str) or not value or Path(value).exists() or value.lower().endswith(FILE_SUFFIXES):
         return None
     if value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value:
         return None
