@@ -97,8 +97,8 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
         write_atomically(output_dir / "config.yaml", dump_config(config))
         _write_run_info(output_dir, task, resume)
     accelerator.wait_for_everyone()
-    if config.output is not None and config.output.push_to_hub and accelerator.is_main_process:
-        hub_token()  # a run that will publish fails now, not after training, when there is no token
+    if config.output is not None and config.output.push_to_hub:
+        hub_token()  # a run that will publish fails now (on every process alike), not after training
 
     tokenizer = load_tokenizer(tokenizer_source(config))
     train_examples, eval_examples = task.load_datasets(config.data, tokenizer, config.seed)
