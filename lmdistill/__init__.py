@@ -1,6 +1,8 @@
 """lmdistill: knowledge distillation for transformer language models."""
 
-__version__ = "0.1.0"
+from lmdistill.version import __version__
+
+__all__ = ["__version__", "distill"]
 
 
 def distill(config, *, resume: bool = False, overrides=None, stop_after=None):

@@ -170,6 +170,9 @@ class DataConfig(Strict):
     messages_field: str = "messages"
     max_length: int = Field(default=256, ge=2)
     pack: bool = True  # text: concatenate documents and cut into max_length blocks
+    # causal_lm: read data.train with `datasets` streaming, tokenised and packed on the fly, in order (shuffle the
+    # corpus beforehand), never all in memory; needs train.max_steps; a checkpoint keeps the position in the stream.
+    streaming: bool = False
     max_examples: int | None = Field(default=None, ge=1)
     # sequence_classification training: each non-special token becomes the tokenizer's mask token with this
     # probability, drawn afresh every step; teacher and student read the same masked batch. Evaluation is unmasked.
@@ -241,6 +244,9 @@ class TrainConfig(Strict):
     fused_vocab_threshold: int = Field(default=8192, ge=1)  # use the fused logit loss at or above this vocab size
     progress: bool = True  # a progress bar on a terminal; otherwise a log line every progress_seconds
     progress_seconds: float = Field(default=30.0, ge=0)  # 0: a line every step
+    # Experiment trackers (accelerate's integrations) that mirror metrics.jsonl; [] logs to metrics.jsonl only.
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio", "aim"]] = ["tensorboard"]
+    tracker_project: str = "lmdistill"  # the W&B / Trackio project, MLflow experiment, Aim experiment
 
     @model_validator(mode="after")
     def _length(self) -> "TrainConfig":
@@ -267,6 +273,14 @@ class OnPolicyConfig(Strict):
     sampling: SamplingConfig = SamplingConfig()
 
 
+class OutputConfig(Strict):
+    """What happens to the exported student besides ``output_dir``: ``push_to_hub`` names a Hub repo (NAME or
+    OWNER/NAME) that the student, its model card and the report are uploaded to when the run finishes."""
+
+    push_to_hub: str | None = None
+    private: bool = False  # create the Hub repo private
+
+
 class RunConfig(Strict):
     """A whole distillation run."""
 
@@ -284,6 +298,7 @@ class RunConfig(Strict):
     objective: list[TermConfig] = Field(min_length=1)
     train: TrainConfig
     on_policy: OnPolicyConfig | None = None
+    output: OutputConfig | None = None
 
     @property
     def teachers(self) -> list[TeacherConfig]:
@@ -295,6 +310,15 @@ class RunConfig(Strict):
     def needs_teacher(self) -> bool:
         """Whether any objective term reads the teacher (label terms read only the data)."""
         return any(registry.spec(term.name).kind != "labels" for term in self.objective)
+
+    @model_validator(mode="after")
+    def _streaming(self) -> "RunConfig":
+        if self.data.streaming:
+            if self.train.max_steps is None:
+                raise ValueError("data.streaming reads a corpus of unknown length: set train.max_steps instead of train.epochs")
+            if self.data.eval_fraction > 0:
+                raise ValueError("data.streaming cannot hold records out of a stream; give data.eval instead of data.eval_fraction")
+        return self
 
     @model_validator(mode="after")
     def _teachers(self) -> "RunConfig":
@@ -317,6 +341,9 @@ class RunConfig(Strict):
                              "the training data's signal (drop on_policy or use teacher.path)")
         if len(teachers) > 1 and any(t.cache is not None for t in teachers):
             raise ValueError("a teacher cache works with a single teacher; cache each teacher's mixture yourself or drop the list")
+        if self.data.streaming and any(t.cache is not None for t in teachers):
+            raise ValueError("a teacher cache holds the signal of in-memory examples; with data.streaming use a live "
+                             "teacher (teacher.path) or set data.streaming: false")
         if self.data.mask_probability > 0:
             if any(t.cache is not None for t in teachers):
                 raise ValueError("data.mask_probability needs a live teacher: a teacher cache holds its signal for the "

@@ -71,6 +71,10 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path
     def losses(run):
         return [json.loads(l)["loss"] for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
     assert losses("resumed") == pytest.approx(losses("straight"), rel=1e-6)
+    # The tokens trained so far are counted across the resume (the checkpoint carries them).
+    def tokens(run):
+        return [json.loads(l)["tokens"] for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
+    assert tokens("resumed") == tokens("straight")
 
 
 def test_same_config_and_seed_give_identical_metrics(tmp_path, gpt2_tokenizer_dir):

@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 
 from lmdistill.commands.registry import command
+from lmdistill.errors import UserError
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR",
                         help="a model dir to evaluate (repeatable; NAME defaults to student, student2, ...)")
     parser.add_argument("--teacher", help="the teacher dir: adds agreement and KL against it, and speed-ups")
-    parser.add_argument("--data", required=True, help="held-out data file (jsonl/json/txt/csv/tsv/parquet)")
+    parser.add_argument("--data", help="held-out data file (jsonl/json/txt/csv/tsv/parquet); optional with --lm-eval")
     parser.add_argument("--format", default="text", choices=["text", "prompt_completion", "chat"])
     parser.add_argument("--text-field", default="text")
     parser.add_argument("--prompt-field", default="prompt")
@@ -27,6 +28,12 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help="question_answering: SQuAD-format --data, scored with exact match and F1")
     parser.add_argument("--doc-stride", type=int, default=128, help="question_answering: overlap of context windows")
     parser.add_argument("--max-answer-length", type=int, default=30, help="question_answering: longest answer in tokens")
+    parser.add_argument("--lm-eval", metavar="TASKS", help="also run lm-evaluation-harness tasks (comma-separated) "
+                        "on every model and the teacher; scores go to --output as lm_eval/<task>/<metric>")
+    parser.add_argument("--lm-eval-include", metavar="PATH", help="a task YAML or a folder of them (local tasks, e.g. "
+                        "examples/lm_eval)")
+    parser.add_argument("--lm-eval-limit", type=int, help="at most this many documents per lm-eval task")
+    parser.add_argument("--lm-eval-fewshot", type=int, help="few-shot examples per lm-eval prompt (task default)")
     parser.add_argument("--predictions", help="question_answering: write {id: answer} JSON here (NAME.json per model "
                         "when several models are given: FILE's stem + '.' + NAME)")
 
@@ -45,28 +52,78 @@ def _evaluate(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from lmdistill.eval.compare import SUMMARY_COLUMNS, evaluate_model_dirs, summary_rows
-    from lmdistill.files import write_atomically
 
+    if args.data is None and not args.lm_eval:
+        raise UserError("give --data (held-out data to score) or --lm-eval TASKS, or both")
     if args.task == "question_answering":
+        if args.data is None or args.lm_eval:
+            raise UserError("--task question_answering scores SQuAD-format --data; --lm-eval runs with --task causal_lm")
         return _evaluate_qa(args)
-    results = evaluate_model_dirs(
-        _named_models(args.model), args.data, teacher=args.teacher, data_format=args.format, text_field=args.text_field,
-        prompt_field=args.prompt_field, completion_field=args.completion_field, reference_field=args.reference_field,
-        max_examples=args.max_examples, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
-    )
-    table = Table()
-    for column in SUMMARY_COLUMNS:
-        table.add_column(column, justify="right")
-    for row in summary_rows(results):
-        table.add_row(*row)
-    Console().print(table)
+    models = _named_models(args.model)
+    results: dict = {}
+    if args.data is not None:
+        results = evaluate_model_dirs(
+            models, args.data, teacher=args.teacher, data_format=args.format, text_field=args.text_field,
+            prompt_field=args.prompt_field, completion_field=args.completion_field, reference_field=args.reference_field,
+            max_examples=args.max_examples, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
+        )
+        table = Table()
+        for column in SUMMARY_COLUMNS:
+            table.add_column(column, justify="right")
+        for row in summary_rows(results):
+            table.add_row(*row)
+        Console().print(table)
+    if args.lm_eval:
+        _run_harness(args, models, results)
     extra = {name: {k: v for k, v in row.items() if k in ("rouge1", "rouge2", "rougeL", "bleu", "chrf")} for name, row in results.items()}
     if any(extra.values()):
         print(json.dumps(extra, indent=2))
     if args.output:
-        write_atomically(Path(args.output), json.dumps({"models": results}, indent=2))
-        print(f"written to {args.output}")
+        _write_output(Path(args.output), results, keep_earlier=bool(args.lm_eval))
     return 0
+
+
+def _run_harness(args: argparse.Namespace, models: dict[str, str], results: dict) -> None:
+    """lm-eval's tasks on the teacher and every model; scores merged into ``results`` and printed as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from lmdistill.eval.harness import evaluate_with_harness
+
+    tasks = [task.strip() for task in args.lm_eval.split(",") if task.strip()]
+    if not tasks:
+        raise UserError("--lm-eval needs task names, e.g. --lm-eval hellaswag,arc_easy")
+    targets = ({"teacher": args.teacher} if args.teacher else {}) | models
+    for name, folder in targets.items():
+        scores = evaluate_with_harness(folder, tasks, include_path=args.lm_eval_include, limit=args.lm_eval_limit,
+                                       num_fewshot=args.lm_eval_fewshot)
+        results.setdefault(name, {}).update(scores)
+    keys = sorted({key for row in results.values() for key in row if key.startswith("lm_eval/")})
+    table = Table(title="lm-evaluation-harness")
+    for column in ["score", *targets]:
+        table.add_column(column, justify="right")
+    for key in keys:
+        table.add_row(key.removeprefix("lm_eval/"), *[f"{results[n][key]:.4f}" if key in results[n] else "-" for n in targets])
+    Console().print(table)
+
+
+def _write_output(path: Path, results: dict, *, keep_earlier: bool) -> None:
+    """evaluation.json; with lm-eval scores, merged into an earlier one (its other scores kept). Written into a run
+    dir that holds an exported student, the student's model card is refreshed with the scores."""
+    from lmdistill.files import write_atomically
+    from lmdistill.report.model_card import write_model_card
+
+    models = results
+    if keep_earlier and path.is_file():
+        try:
+            earlier = json.loads(path.read_text(encoding="utf-8")).get("models", {})
+        except (ValueError, AttributeError):
+            raise UserError(f"{path} is not an evaluation.json to add lm-eval scores to; choose another --output") from None
+        models = {name: {**earlier.get(name, {}), **results.get(name, {})} for name in {**earlier, **results}}
+    write_atomically(path, json.dumps({"models": models}, indent=2))
+    print(f"written to {path}")
+    if (path.parent / "student").is_dir() and (path.parent / "metrics.jsonl").is_file():
+        print(f"model card updated: {write_model_card(path.parent)}")
 
 
 QA_COLUMNS = ("model", "layers", "params", "exact match", "F1", "F1 vs teacher", "CPU ms/question")

@@ -52,7 +52,9 @@ def _losses(args: argparse.Namespace) -> int:
 @command("report", "build the Markdown + HTML report of a run dir", lambda p: p.add_argument("run_dir"))
 def _report(args: argparse.Namespace) -> int:
     from lmdistill.report import build_report
+    from lmdistill.report.model_card import write_model_card
 
     markdown, html = build_report(args.run_dir)
-    print(f"report: {markdown}\n        {html}")
+    card = write_model_card(args.run_dir)  # the card's evaluation table follows evaluation.json too
+    print(f"report: {markdown}\n        {html}" + (f"\ncard:   {card}" if card else ""))
     return 0

@@ -83,7 +83,7 @@ def build_causal_examples_with_stats(
     """:func:`build_causal_examples` plus the :class:`BuildStats` of the run."""
     if data.format == "text":
         texts = _field_values(records, data.text_field, "text_field")
-        documents = [ids + [_eos_id(tokenizer)] for ids in _tokenize(tokenizer, texts, special=True)]
+        documents = document_tokens(tokenizer, texts)
         if data.pack:
             examples, truncated = _pack(documents, data.max_length), 0
         else:
@@ -110,6 +110,11 @@ def build_causal_examples_with_stats(
     tokens = sum(len(ex["input_ids"]) for ex in kept)
     stats = BuildStats(len(records), len(kept), tokens, loss_tokens, predicted, truncated, dropped=len(examples) - len(kept))
     return kept, stats
+
+
+def document_tokens(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Each text's tokens (with the tokenizer's own special tokens) followed by EOS: a document of a text corpus."""
+    return [ids + [_eos_id(tokenizer)] for ids in _tokenize(tokenizer, texts, special=True)]
 
 
 def _field_values(records: list[dict[str, Any]], field: str, config_key: str, *, kind: type = str) -> list[Any]:

@@ -75,6 +75,12 @@ def _looks_like_path(source: str) -> bool:
     )
 
 
+def file_format(path: Path, *, strict: bool = True) -> str | None:
+    """The reader for ``path`` (a suffix from SUPPORTED_SUFFIXES, ``.gz`` looked through); None or a UserError when
+    it has none."""
+    return _format_of(path, strict=strict)
+
+
 def _format_of(path: Path, *, strict: bool = True) -> str | None:
     """The reader for ``path``: a suffix from SUPPORTED_SUFFIXES, with ``.gz`` looked through."""
     suffixes = [s.lower() for s in path.suffixes]

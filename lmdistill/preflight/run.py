@@ -185,11 +185,13 @@ def _load_data(report: PreflightReport, config: RunConfig, task, tokenizer: Any 
             report.warning("data", f"{len(records)} records read; tokenisation not checked (no tokenizer)")
             return None
         train, evaluation = task.load_datasets(config.data, tokenizer, config.seed)
-        _check_batch(config, len(train))
+        if not config.data.streaming:  # a stream's length is unknown; train.max_steps says how much is read
+            _check_batch(config, len(train))
     except UserError as error:
         report.error("data", str(error))
         return None
-    report.ok("data", f"{len(train)} train examples" + (f", {len(evaluation)} eval" if evaluation else ""))
+    what = f"streamed, first {len(train)} train examples checked" if config.data.streaming else f"{len(train)} train examples"
+    report.ok("data", what + (f", {len(evaluation)} eval" if evaluation else ""))
     return train
 
 

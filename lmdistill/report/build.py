@@ -46,7 +46,7 @@ def _ratio(numerator: Any, denominator: Any) -> str | None:
     return None
 
 
-def _comparison_table(models: dict[str, dict[str, Any]]) -> Table:
+def comparison_table(models: dict[str, dict[str, Any]]) -> Table:
     """Rows are metrics, columns are models (teacher, student, baseline first); speed-up and compression vs teacher."""
     names = [n for n in MODEL_ORDER if n in models] + [n for n in models if n not in MODEL_ORDER]
     teacher = models.get("teacher", {})
@@ -148,7 +148,7 @@ def _comparison_blocks(run: RunRecord, report_dir: Path) -> list[Block]:
     blocks: list[Block] = [Heading("Teacher vs student")]
     if not run.models:
         return blocks + [Paragraph("No evaluation.json (or no models in it); model comparison skipped.")]
-    blocks.append(_comparison_table(run.models))
+    blocks.append(comparison_table(run.models))
     comparison_plot = plot_model_comparison(run.models, report_dir / "model_comparison.png")
     if comparison_plot is not None:
         blocks.append(Image(comparison_plot, "Size, speed and quality per model"))

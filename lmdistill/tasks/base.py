@@ -25,8 +25,12 @@ class Task(Protocol):
     lora_task_type: ClassVar[str]  # peft's task type for LoRA students
     data_fields: ClassVar[frozenset[str]]  # DataConfig fields it reads besides COMMON_DATA_FIELDS
     headless_logits: ClassVar[bool]  # logit terms may run fused from the last hidden state and the lm_head
+    pipeline_tag: ClassVar[str]  # the Hugging Face Hub pipeline tag of a trained student (its model card)
 
     def load_datasets(self, data, tokenizer, seed: int) -> tuple[list[dict], list[dict] | None]: ...
+
+    # Tasks whose data_fields include "streaming" also have ``stream_train(data, tokenizer)``: the training examples
+    # as a stream with ``next_example()``, ``position()`` and ``restore(position)`` (lmdistill.data.streaming).
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments a *fresh* head takes from the loaded data (e.g. ``num_labels``)."""

@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM
 
 from lmdistill.data.causal import load_causal_datasets
 from lmdistill.data.collate import collate_causal
+from lmdistill.data.streaming import load_streamed_datasets, stream_causal_examples
 from lmdistill.eval.held_out import causal_lm_scores
 from lmdistill.losses import IGNORE_INDEX
 from lmdistill.tasks.causal_rollout import student_rollout
@@ -16,11 +17,18 @@ class CausalLMTask:
     name = "causal_lm"
     model_class = AutoModelForCausalLM
     lora_task_type = "CAUSAL_LM"
-    data_fields = frozenset({"format", "text_field", "prompt_field", "completion_field", "messages_field", "pack"})
+    data_fields = frozenset({"format", "text_field", "prompt_field", "completion_field", "messages_field", "pack",
+                             "streaming"})
     headless_logits = True
+    pipeline_tag = "text-generation"
 
     def load_datasets(self, data, tokenizer, seed):
+        if data.streaming:  # the first examples of the stream, for the checks before training
+            return load_streamed_datasets(data, tokenizer)
         return load_causal_datasets(data, tokenizer, seed)
+
+    def stream_train(self, data, tokenizer):
+        return stream_causal_examples(data, tokenizer)
 
     def model_kwargs(self):
         return {}

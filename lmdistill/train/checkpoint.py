@@ -20,10 +20,11 @@ STATE_FILE = "trainer_state.json"
 
 
 def fingerprint(resolved_config: dict[str, Any]) -> str:
-    """A hash of everything that determines the run's result (run-length and logging settings excluded)."""
-    relevant = {k: v for k, v in resolved_config.items() if k != "output_dir"}
+    """A hash of everything that determines the run's result (run-length, logging and publishing settings excluded)."""
+    relevant = {k: v for k, v in resolved_config.items() if k not in ("output_dir", "output")}
     train = dict(relevant.get("train", {}))
-    for key in ("max_steps", "epochs", "log_every", "eval_every", "save_every", "keep_checkpoints", "progress"):
+    for key in ("max_steps", "epochs", "log_every", "eval_every", "save_every", "keep_checkpoints", "progress",
+                "report_to", "tracker_project"):
         train.pop(key, None)
     relevant["train"] = train
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -40,6 +41,11 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
         return None
     complete = sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file())
     return complete[-1] if complete else None
+
+
+def step_of(checkpoint: Path) -> int:
+    """The optimizer step a checkpoint dir (``step-00000042``) was saved after."""
+    return int(checkpoint.name.removeprefix("step-"))
 
 
 def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict[str, Any], keep: int) -> Path:

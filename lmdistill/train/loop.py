@@ -11,6 +11,8 @@ from pathlib import Path
 
 from lmdistill.config import RunConfig
 from lmdistill.errors import UserError
+from lmdistill.report.model_card import write_model_card
+from lmdistill.report.publish import push_run
 from lmdistill.train import checkpoint as ckpt
 from lmdistill.train.export import export_student
 from lmdistill.train.metrics_log import MetricsLog
@@ -41,7 +43,8 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
     run = build_run(config, resume=resume)
     train, main = config.train, run.accelerator.is_main_process
     total, step, loss, bad_in_a_row = run.plan.total_steps, run.start_step, float("nan"), 0
-    metrics = MetricsLog(run.output_dir, enabled=main, resume_step=step)
+    metrics = MetricsLog(run.output_dir, enabled=main, resume_step=step, accelerator=run.accelerator,
+                         project=train.tracker_project, settings=config.model_dump(mode="json", exclude_none=True))
     started, tokens_seen = time.perf_counter(), 0
     with ProgressReport(total, step, enabled=train.progress and main, interval_s=train.progress_seconds) as progress, StopSignal() as stop:
         while step < total:
@@ -51,11 +54,13 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
                 _skip_bad_step(run, step, bad_in_a_row, metrics)
             run.scheduler.step()  # after the bad-step check: a run stopped there resumes with the step's own rate
             step, loss, tokens_seen = step + 1, result.loss, tokens_seen + result.tokens
+            run.tokens_trained += result.tokens
             elapsed = time.perf_counter() - started
             progress.update(step, loss, tokens_seen / max(elapsed, 1e-9))
             if step % train.log_every == 0 or step == total:
                 metrics.write({"step": step, "split": "train", "loss": loss, "lr": run.scheduler.get_last_lr()[0],
                                "tokens_per_second": tokens_seen / max(elapsed, 1e-9), "elapsed_s": elapsed,
+                               "tokens": run.tokens_trained,
                                **{f"loss/{label}": value for label, value in result.values.items()}})
             if run.eval_examples and train.eval_every and (step % train.eval_every == 0 or step == total):
                 teacher_model = run.teacher.model if run.teacher is not None else None
@@ -72,6 +77,10 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
     student_dir = run.output_dir / "student"
     if main:
         export_student(run.accelerator.unwrap_model(run.bundle), run.tokenizer, student_dir)
+        write_model_card(run.output_dir)
+        hub = config.output
+        if hub is not None and hub.push_to_hub and step == total:
+            log.info("pushed to %s", push_run(run.output_dir, hub.push_to_hub, private=hub.private))
     run.accelerator.wait_for_everyone()
     return RunResult(run.output_dir, student_dir, step, loss, run.skipped_steps, stopped_early=step < total)
 

@@ -1,4 +1,4 @@
-"""Run metrics: JSON lines (the report reads them) and TensorBoard scalars."""
+"""Run metrics: JSON lines (the report reads them), mirrored to the experiment trackers of ``train.report_to``."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lmdistill.train.trackers import flat_settings, init_kwargs, scalars
+
 
 class MetricsLog:
-    """Append-only ``metrics.jsonl`` plus TensorBoard scalars; only the main process writes."""
+    """Append-only ``metrics.jsonl`` plus the accelerator's trackers; only the main process writes."""
 
-    def __init__(self, output_dir: str | Path, *, enabled: bool, resume_step: int = 0):
+    def __init__(self, output_dir: str | Path, *, enabled: bool, resume_step: int = 0, accelerator=None,
+                 project: str = "lmdistill", settings: dict[str, Any] | None = None):
         self.enabled = enabled
         self.path = Path(output_dir) / "metrics.jsonl"
-        self._writer = None
+        self._accelerator = accelerator if enabled else None
         if not enabled:
             return
         if resume_step and self.path.exists():
@@ -22,25 +25,22 @@ class MetricsLog:
             self.path.write_text("".join(line + "\n" for line in kept))
         elif self.path.exists():
             self.path.unlink()
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(Path(output_dir) / "tensorboard"), purge_step=resume_step or None)
-        except ImportError:  # tensorboard is a dependency, but a broken install should not stop training
-            self._writer = None
+        if self._accelerator is not None and self._accelerator.log_with:
+            self._accelerator.init_trackers(project, config=flat_settings(settings or {}),
+                                            init_kwargs=init_kwargs(Path(output_dir)))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
-        if self._writer is not None:
-            prefix = record.get("split", "train")
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step",):
-                    tag = key if "/" in key and key.startswith("eval") else f"{prefix}/{key}"
-                    self._writer.add_scalar(tag, value, record["step"])
+        if self._accelerator is not None and self._accelerator.trackers:
+            self._accelerator.log(scalars(record), step=record["step"])
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        # Not accelerator.end_training(): that also ends the process group, which export still needs.
+        if self._accelerator is not None:
+            for tracker in self._accelerator.trackers:
+                tracker.finish()
+            self._accelerator.trackers.clear()
+            self._accelerator = None

@@ -4,32 +4,36 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
+import sys
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import ProjectConfiguration, set_seed
 
 from lmdistill.cache.manifest import read_manifest
 from lmdistill.config import RunConfig, TeacherConfig, dump_config
 from lmdistill.errors import UserError
 from lmdistill.files import write_atomically
-from lmdistill.data.collate import batches_for_epoch
+from lmdistill.data.order import ExampleOrder, TrainBatches
 from lmdistill.data.plan import Plan, plan_steps
+from lmdistill.data.streaming import StreamedBatches
 from lmdistill.models import capture as attention_capture
 from lmdistill.models.build import StudentBundle, build_student, check_vocabularies, load_teacher, tokenizer_source
 from lmdistill.models.heads import vocab_size
 from lmdistill.models.loading import load_tokenizer
 from lmdistill.objective import Needs, Term, build_terms, needs_of, projection_widths
 from lmdistill.preflight import run_preflight
+from lmdistill.report.publish import hub_token
 from lmdistill.tasks import Task, check_config, get_task
 from lmdistill.tasks.calibration import task_calibration
 from lmdistill.teachers import TeacherSignal, teacher_signal
+from lmdistill.version import __version__
 from lmdistill.train import checkpoint as ckpt
 from lmdistill.train.optim import make_optimizer, warmup_cosine
+from lmdistill.train.trackers import tracker_targets
 from lmdistill.train.transforms import BatchTransform, MaskInputs, OnPolicySamples
 
 log = logging.getLogger(__name__)
@@ -54,11 +58,12 @@ class Run:
     train_examples: list[dict]
     eval_examples: list[dict] | None
     plan: Plan
-    epoch_order: Callable[[int], list[list[int]]]  # epoch -> global batches of example indices
+    batches: TrainBatches  # step -> the global batch's example ids and examples
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     start_step: int = 0
     skipped_steps: int = 0
+    tokens_trained: int = 0  # real tokens of every step so far, across resumes (the model card reports it)
 
     @property
     def student(self) -> torch.nn.Module:
@@ -69,7 +74,11 @@ class Run:
         return self.accelerator.unwrap_model(self.bundle).projections
 
     def save(self, step: int) -> Path:
-        state = {"step": step, "fingerprint": self.fingerprint, "skipped_steps": self.skipped_steps}
+        state = {"step": step, "fingerprint": self.fingerprint, "skipped_steps": self.skipped_steps,
+                 "tokens_trained": self.tokens_trained}
+        position = self.batches.position(step)
+        if position is not None:
+            state["data_position"] = position
         return ckpt.save_checkpoint(self.accelerator, self.output_dir, step, state, self.config.train.keep_checkpoints)
 
 
@@ -77,14 +86,21 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     """Check the config against its task, load tokenizer, data, teacher signal and student, and restore a checkpoint."""
     task = get_task(config.task)
     check_config(task, config)
-    accelerator = Accelerator(mixed_precision=config.train.precision, cpu=not torch.cuda.is_available())
-    set_seed(config.seed)
     output_dir = Path(config.output_dir)
+    latest = ckpt.latest_checkpoint(output_dir) if resume else None
+    resume_step = ckpt.step_of(latest) if latest is not None else 0
+    accelerator = Accelerator(mixed_precision=config.train.precision, cpu=not torch.cuda.is_available(),
+                              log_with=tracker_targets(config.train.report_to, output_dir, resume_step) or None,
+                              project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir)))
+    set_seed(config.seed)
     fingerprint = ckpt.fingerprint(config.model_dump(mode="json", exclude_none=True))
     if accelerator.is_main_process:
         _prepare_output_dir(output_dir, resume)
         write_atomically(output_dir / "config.yaml", dump_config(config))
+        _write_run_info(output_dir, task, resume)
     accelerator.wait_for_everyone()
+    if config.output is not None and config.output.push_to_hub:
+        hub_token()  # a run that will publish fails now (on every process alike), not after training
 
     tokenizer = load_tokenizer(tokenizer_source(config))
     train_examples, eval_examples = task.load_datasets(config.data, tokenizer, config.seed)
@@ -121,7 +137,7 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     bundle = StudentBundle(student, projection_widths(terms, student.config.hidden_size, teacher_shape.hidden_size))
 
     train = config.train
-    plan = plan_steps(len(train_examples), train.batch_size, train.gradient_accumulation_steps, accelerator.num_processes, train.max_steps, train.epochs)
+    plan, batches = _train_batches(config, task, tokenizer, train_examples, accelerator.num_processes)
     optimizer = make_optimizer(bundle, train.learning_rate, train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(plan.total_steps, train.warmup_steps, train.min_learning_rate_ratio))
     # The scheduler stays outside prepare(): accelerate would step it once per process; we step it once per step.
@@ -129,15 +145,27 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     accelerator.register_for_checkpointing(scheduler)
     if teacher is not None:
         teacher.to(accelerator.device)
-    order = lru_cache(maxsize=1)(lambda epoch: batches_for_epoch(len(train_examples), plan.global_batch, config.seed, epoch))
     run = Run(config, accelerator, output_dir, fingerprint, tokenizer, task, teacher, bundle, headless, terms, needs,
-              _transforms(config, task, tokenizer), train_examples, eval_examples, plan, order, optimizer, scheduler)
-    latest = ckpt.latest_checkpoint(output_dir) if resume else None
+              _transforms(config, task, tokenizer), train_examples, eval_examples, plan, batches, optimizer, scheduler)
     if latest is not None:
         state = ckpt.load_checkpoint(accelerator, latest, fingerprint)
         run.start_step, run.skipped_steps = state["step"], state.get("skipped_steps", 0)
+        run.tokens_trained = state.get("tokens_trained", 0)
+        run.batches.restore(state.get("data_position"), run.start_step)
         log.info("resumed from %s (step %d)", latest, run.start_step)
     return run
+
+
+def _train_batches(config: RunConfig, task: Task, tokenizer, train_examples: list[dict], processes: int) -> tuple[Plan, TrainBatches]:
+    """The run's plan and where its global batches come from: the examples in memory, or the streamed corpus
+    (``train_examples`` is then only its first examples, which preflight checked)."""
+    train = config.train
+    if config.data.streaming:
+        global_batch = train.batch_size * train.gradient_accumulation_steps * processes
+        plan = Plan(total_steps=train.max_steps, steps_per_epoch=train.max_steps, global_batch=global_batch)
+        return plan, StreamedBatches(task.stream_train(config.data, tokenizer), global_batch)
+    plan = plan_steps(len(train_examples), train.batch_size, train.gradient_accumulation_steps, processes, train.max_steps, train.epochs)
+    return plan, ExampleOrder(train_examples, plan, config.seed)
 
 
 def _has_cache(config: RunConfig) -> bool:
@@ -184,6 +212,20 @@ def _transforms(config: RunConfig, task: Task, tokenizer) -> list[BatchTransform
     if config.on_policy is not None:
         transforms.append(OnPolicySamples(config.on_policy, task, tokenizer, config.seed))
     return transforms
+
+
+RUN_INFO = "run_info.json"
+
+
+def _write_run_info(output_dir: Path, task: Task, resume: bool) -> None:
+    """``run_info.json``: the command that started the run, the lmdistill version and the task's pipeline tag (what
+    the model card states). A resumed run keeps the command that started it."""
+    path = output_dir / RUN_INFO
+    if resume and path.is_file():
+        return
+    command = shlex.join(["lmdistill" if sys.argv[0].endswith(("lmdistill", "__main__.py")) else sys.argv[0], *sys.argv[1:]])
+    info = {"command": command, "lmdistill_version": __version__, "task": task.name, "pipeline_tag": task.pipeline_tag}
+    write_atomically(path, json.dumps(info, indent=2))
 
 
 def _prepare_output_dir(output_dir: Path, resume: bool) -> None:

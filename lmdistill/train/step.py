@@ -28,14 +28,14 @@ class StepResult:
 def micro_batches(run: Run, step: int) -> list[tuple[list[int], dict[str, torch.Tensor]]]:
     """(example indices, batch on the device) of each micro-batch this process takes at ``step``, transformed."""
     train, accelerator = run.config.train, run.accelerator
-    epoch, index = divmod(step, run.plan.steps_per_epoch)
-    global_indices = run.epoch_order(epoch)[index]
+    global_indices, examples = run.batches.global_batch(step)
     rank, chunk = accelerator.process_index, train.batch_size * accelerator.num_processes
     # Micro-batch i of this process: its slice of the i-th accumulation chunk of the global batch.
     micro = []
     for i in range(train.gradient_accumulation_steps):
-        indices = global_indices[i * chunk + rank * train.batch_size:i * chunk + (rank + 1) * train.batch_size]
-        batch = {k: v.to(accelerator.device) for k, v in run.task.collate([run.train_examples[j] for j in indices], run.tokenizer.pad_token_id).items()}
+        start = i * chunk + rank * train.batch_size
+        indices, chosen = global_indices[start:start + train.batch_size], examples[start:start + train.batch_size]
+        batch = {k: v.to(accelerator.device) for k, v in run.task.collate(chosen, run.tokenizer.pad_token_id).items()}
         for transform in run.transforms:
             batch = transform(batch, step=step, micro_index=i, rank=rank, student=run.student)
         micro.append((indices, batch))
