@@ -101,7 +101,7 @@ def main() -> None:
                                             layers=1, steps=args.steps, learning_rate=args.learning_rate, seed=seed)
                 output = work / "runs" / f"{shape.replace(' ', '_').replace(',', '')}-{key}"
                 raw = run_config(settings, output, plan, objective)
-                raw["train"].update(eval_every=0, save_every=0, progress=False)
+                raw["train"].update(eval_every=None, progress=False)
                 result = distill(parse_config(raw, source="benchmark"))
                 trained = load_model(str(result.student_dir), what="student").eval()
                 entry[key] = {**causal_lm_scores(trained, teacher, examples, tokenizer.pad_token_id, 8, device),
