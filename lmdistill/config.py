@@ -176,7 +176,7 @@ class TermConfig(BaseModel):
         if "temperature" in params:
             params["temperature"] = _parse_schedule(params["temperature"], f"{self.name}.temperature")
             self.__pydantic_extra__["temperature"] = params["temperature"]
-        if spec.kind in ("logits", "labels") and self.layers != "uniform":
+        if spec.kind in ("logits", "labels", "spans") and self.layers != "uniform":
             raise ValueError(f"{self.name} works on logits; `layers` applies to hidden/attention terms only")
         return self
 
