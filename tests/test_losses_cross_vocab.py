@@ -90,5 +90,5 @@ def test_span_logprob_mse_by_hand():
 
 def test_registered_kinds_and_parameters():
     assert spec("uld").kind == "logits" and spec("uld").params == {"temperature": 1.0, "top_k": None}
-    assert spec("gold_hybrid").params == {"temperature": 1.0, "uld_weight": 1.0}  # token_map comes from the caller
+    assert spec("gold_hybrid").params == {"temperature": 1.0, "uld_weight": 1.0, "top_k": None}  # token_map comes from the caller
     assert spec("span_logprob_mse").kind == "spans"

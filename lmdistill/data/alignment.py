@@ -159,3 +159,40 @@ def aligned_batch(views: list[TeacherView], teacher_pad_id: int) -> AlignedBatch
                 columns[f"{side}_span_index"].extend([index] * len(positions))
     tensors = {name: torch.tensor(values, dtype=torch.long) for name, values in columns.items()}
     return AlignedBatch(input_ids, attention, **tensors)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How much of the student's loss a teacher with another tokenizer reaches (preflight, logs)."""
+
+    loss_positions: int  # student positions in the loss
+    aligned_positions: int  # ... of which have a teacher position after the same text
+    loss_tokens: int  # student target tokens in the loss
+    mapped_tokens: int  # ... whose string is also one token of the teacher's vocabulary
+
+    @property
+    def aligned_share(self) -> float:
+        return self.aligned_positions / self.loss_positions if self.loss_positions else 0.0
+
+    @property
+    def mapped_share(self) -> float:
+        return self.mapped_tokens / self.loss_tokens if self.loss_tokens else 0.0
+
+    def describe(self) -> str:
+        return (f"{self.aligned_share:.1%} of {self.loss_positions} loss positions aligned with a teacher position, "
+                f"{self.mapped_share:.1%} of loss tokens exactly mapped to a teacher token")
+
+
+def alignment_coverage(examples: list[dict], student_bytes: TokenBytes, teacher_tokenizer, teacher_bytes: TokenBytes,
+                       mapped_student_ids: torch.Tensor) -> Coverage:
+    """:class:`Coverage` over causal ``examples`` (input_ids, labels with -100 outside the loss)."""
+    mapped = set(mapped_student_ids.tolist())
+    loss_positions = aligned = mapped_tokens = 0
+    for example in examples:
+        ids, labels = example["input_ids"], example["labels"]
+        in_loss = {p for p in range(len(ids) - 1) if labels[p + 1] != -100}
+        view = teacher_view(ids, student_bytes, teacher_tokenizer, teacher_bytes)
+        loss_positions += len(in_loss)
+        aligned += sum(1 for student_position, _ in view.alignment.positions if student_position in in_loss)
+        mapped_tokens += sum(1 for p in in_loss if ids[p + 1] in mapped)
+    return Coverage(loss_positions, aligned, loss_positions, mapped_tokens)

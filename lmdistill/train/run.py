@@ -91,7 +91,8 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
                             lora_task_type=task.lora_task_type, model_kwargs=task.model_kwargs())
     if not config.needs_teacher:
         models = []  # a label-only run loaded the teacher only to copy layers from it
-    for model in models:
+    cross_tokenizer = any(settings.tokenizer is not None for settings in config.teachers)
+    for model in models if not cross_tokenizer else []:  # another tokenizer: alignment by text, not by ids
         check_vocabularies(student, model, tokenizer)
     feature_model = models[config.feature_teacher] if models else None
     teacher_shape = (feature_model or student).config
@@ -102,7 +103,7 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
         attention_capture.enable_capture(feature_model)
     # Large vocabularies: never materialise (tokens x vocab) logits; logit terms run fused from hidden states.
     headless = (needs.logits and task.headless_logits and len(config.teachers) <= 1 and not _has_cache(config)
-                and vocab_size(student) >= config.train.fused_vocab_threshold)
+                and not cross_tokenizer and vocab_size(student) >= config.train.fused_vocab_threshold)
     if headless:
         log.info("vocabulary of %d tokens: logit terms use the fused chunked loss", vocab_size(student))
     run_preflight(config, tokenizer=tokenizer, teacher=feature_model, student=student, train_examples=train_examples,
