@@ -39,3 +39,23 @@ def test_truncated_texts_count_only_scored_bytes(gpt2_tokenizer):
     examples, num_bytes = scored_examples(gpt2_tokenizer, ["Hello world, again"], max_length=3)  # <eos> Hello ' world'
     assert examples[0]["input_ids"][1:] == gpt2_tokenizer("Hello world")["input_ids"]
     assert num_bytes == len("Hello world")
+
+
+def test_lmdistill_eval_gives_bits_per_byte_with_each_models_own_tokenizer(tmp_path, gpt2_tokenizer, spm_tokenizer):
+    import json
+
+    from lmdistill.cli import main
+
+    texts = ["Once upon a time there was a fox.", "héllo 日本 😀, said Tom."]
+    (tmp_path / "held_out.jsonl").write_text("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts), encoding="utf-8")
+    for name, tokenizer in (("student", gpt2_tokenizer), ("teacher", spm_tokenizer)):
+        tiny(len(tokenizer)).save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    code = main(["eval", "--model", f"student={tmp_path / 'student'}", "--teacher", str(tmp_path / "teacher"),
+                 "--data", str(tmp_path / "held_out.jsonl"), "--output", str(tmp_path / "eval.json")])
+    assert code == 0
+    models = json.loads((tmp_path / "eval.json").read_text())["models"]
+    for name, tokenizer in (("student", gpt2_tokenizer), ("teacher", spm_tokenizer)):
+        model = LlamaForCausalLM.from_pretrained(tmp_path / name).eval()
+        assert models[name]["bits_per_byte"] == pytest.approx(text_bits_per_byte(model, tokenizer, texts)["bits_per_byte"], rel=1e-6)
+    assert "top1_agreement" not in models["student"]  # another vocabulary: no token-by-token agreement

@@ -33,7 +33,8 @@ def evaluate_model_dirs(
 ) -> dict[str, dict[str, Any]]:
     """Metrics per model name (``teacher`` first when given) on the held-out ``data``.
 
-    Every model: ``perplexity`` over the loss positions (completion tokens for prompt/completion or chat data),
+    Every model: ``bits_per_byte`` of the held-out text (text data; each model with its own tokenizer, so models of
+    different tokenizers compare), ``perplexity`` over the loss positions (completion tokens for prompt/completion or chat data),
     ``parameters``, ``size_on_disk_bytes``, ``layers``, ``latency_ms_per_example`` and ``tokens_per_second`` (CPU
     forward on one sequence of up to ``latency_tokens`` tokens). With a teacher, each other model also gets
     ``top1_agreement`` and ``mean_token_kl`` = KL(teacher || model) per token. With ``reference_field`` (prompt data),
@@ -45,6 +46,7 @@ def evaluate_model_dirs(
     from lmdistill.eval.runner import evaluate_generation
     from lmdistill.models.loading import load_model, load_tokenizer
     from lmdistill.eval.held_out import causal_lm_scores
+    from lmdistill.eval.bits_per_byte import text_bits_per_byte
 
     ordered = ({"teacher": teacher} if teacher is not None else {}) | dict(models)
     tokenizer = load_tokenizer(str(teacher if teacher is not None else next(iter(models.values()))))
@@ -63,19 +65,37 @@ def evaluate_model_dirs(
         references = [str(r[reference_field]) for r in records]
     latency_input = torch.tensor([examples[0]["input_ids"][:latency_tokens]])
     teacher_model = load_model(str(teacher), what="teacher").eval() if teacher is not None else None
+    # Bits per byte: every model reads the held-out text with its own tokenizer (comparable across tokenizers).
+    texts = [str(r[text_field]) for r in read_records(data, max_examples=max_examples)] if data_format == "text" else None
     results: dict[str, dict[str, Any]] = {}
     for name, folder in ordered.items():
         model = teacher_model if name == "teacher" else load_model(str(folder), what=f"model {name}").eval()
-        reference_teacher = None if name == "teacher" else teacher_model
-        scores = causal_lm_scores(model, reference_teacher, examples, tokenizer.pad_token_id, batch_size, torch.device("cpu"))
+        own_tokenizer = _own_tokenizer(folder, tokenizer)
+        # A model with another vocabulary is scored on its own tokens and not compared token by token with the teacher.
+        same_vocabulary = own_tokenizer is tokenizer or own_tokenizer.get_vocab() == tokenizer.get_vocab()
+        reference_teacher = None if name == "teacher" or not same_vocabulary else teacher_model
+        own_examples = examples if same_vocabulary else load_causal_datasets(config, own_tokenizer, seed=0)[0]
+        scores = causal_lm_scores(model, reference_teacher, own_examples, own_tokenizer.pad_token_id, batch_size, torch.device("cpu"))
         row: dict[str, Any] = {"layers": model.config.num_hidden_layers, **model_footprint(model),
                                **measure_latency(model, latency_input), "perplexity": scores["perplexity"]}
         if reference_teacher is not None:
             row.update(top1_agreement=scores["top1_agreement"], mean_token_kl=scores["mean_token_kl"])
+        if texts is not None:
+            row["bits_per_byte"] = text_bits_per_byte(model, own_tokenizer, texts, max_length=max_length, batch_size=batch_size)["bits_per_byte"]
         if references is not None:
             row.update(evaluate_generation(model, tokenizer, prompts, references, max_new_tokens=max_new_tokens, batch_size=batch_size))
         results[name] = row
     return results
+
+
+def _own_tokenizer(folder: str | Path, default):
+    """The tokenizer saved with a model dir, else ``default`` (the run's)."""
+    from lmdistill.models.loading import load_tokenizer
+
+    folder = Path(folder)
+    if folder.is_dir() and any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        return load_tokenizer(str(folder))
+    return default
 
 
 def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
@@ -86,8 +106,9 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
         speed = f"{teacher_latency / row['latency_ms_per_example']:.2f}x" if teacher_latency else "-"
         rows.append([name, str(row["layers"]), f"{row['parameters'] / 1e6:.1f}M", speed, f"{row['perplexity']:.2f}",
                      f"{row['top1_agreement']:.3f}" if "top1_agreement" in row else "-",
-                     f"{row['mean_token_kl']:.3f}" if "mean_token_kl" in row else "-"])
+                     f"{row['mean_token_kl']:.3f}" if "mean_token_kl" in row else "-",
+                     f"{row['bits_per_byte']:.3f}" if "bits_per_byte" in row else "-"])
     return rows
 
 
-SUMMARY_COLUMNS = ("model", "layers", "params", "speed-up", "perplexity", "top-1 agree", "KL(t||m)")
+SUMMARY_COLUMNS = ("model", "layers", "params", "speed-up", "perplexity", "top-1 agree", "KL(t||m)", "bits/byte")
