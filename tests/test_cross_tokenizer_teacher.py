@@ -158,7 +158,7 @@ def test_resumed_cross_tokenizer_run_equals_an_uninterrupted_one(tmp_path, gpt2_
     assert all(math.isfinite(entry["loss"]) and entry["loss"] > 0 for entry in log)
 
 
-def test_cli_trains_the_shipped_cross_tokenizer_config(tmp_path, monkeypatch):
+def test_cli_trains_the_shipped_cross_tokenizer_config(tmp_path, monkeypatch, capsys):
     from pathlib import Path
 
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
@@ -166,7 +166,10 @@ def test_cli_trains_the_shipped_cross_tokenizer_config(tmp_path, monkeypatch):
                  "train.max_steps=2", "train.eval_every=2", "train.save_every=2", "train.progress=false"])
     assert code == 0
     assert (tmp_path / "run" / "student" / "model.safetensors").is_file()
+    capsys.readouterr()
     assert main(["check", "--config", "configs/tiny-cross-tokenizer.yaml", f"output_dir={tmp_path / 'check'}"]) == 0
+    report = " ".join(capsys.readouterr().out.split())
+    assert "loss positions aligned with a teacher position" in report and "exactly mapped" in report
 
 
 def test_chat_lora_and_on_policy_with_a_cross_tokenizer_teacher(tmp_path, gpt2_tokenizer, gpt2_tokenizer_dir, spm_tokenizer_dir):
@@ -188,3 +191,11 @@ def test_chat_lora_and_on_policy_with_a_cross_tokenizer_teacher(tmp_path, gpt2_t
     assert result.steps == 2
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
     assert all(math.isfinite(entry["loss"]) for entry in log)
+
+
+def test_a_cross_tokenizer_teacher_cache_is_a_one_line_error(tmp_path, gpt2_tokenizer_dir, spm_tokenizer_dir):
+    from lmdistill.cache import build_teacher_cache
+
+    config = RunConfig.model_validate(cross_config(tmp_path, gpt2_tokenizer_dir, spm_tokenizer_dir))
+    with pytest.raises(UserError, match="cannot be cached yet; distil from it live"):
+        build_teacher_cache(config, tmp_path / "cache", 8)
