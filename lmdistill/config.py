@@ -104,12 +104,18 @@ class TeacherConfig(Strict):
     cache: str | None = None  # a teacher-signal cache made by `lmdistill cache`
     dtype: Dtype = "float32"
     weight: float = Field(default=1.0, gt=0)  # for several teachers
+    # The teacher's own tokenizer (dir, hub id or .gguf file) when it is not the student's: cross-tokenizer
+    # distillation, the student's text re-tokenised for the teacher and aligned through UTF-8 bytes.
+    tokenizer: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> "TeacherConfig":
         sources = [k for k in ("path", "config", "cache") if getattr(self, k) is not None]
         if len(sources) != 1:
             raise ValueError("set exactly one of path, config, cache")
+        if self.tokenizer is not None and self.cache is not None:
+            raise ValueError("teacher.tokenizer (a teacher with another tokenizer) works with a live teacher only for now; "
+                             "a teacher cache must share the student's tokenizer (drop teacher.tokenizer or use teacher.path)")
         return self
 
 
@@ -210,7 +216,7 @@ class TermConfig(BaseModel):
         if "temperature" in params:
             params["temperature"] = _parse_schedule(params["temperature"], f"{self.name}.temperature")
             self.__pydantic_extra__["temperature"] = params["temperature"]
-        if spec.kind in ("logits", "labels") and self.layers != "uniform":
+        if spec.kind in ("logits", "labels", "spans") and self.layers != "uniform":
             raise ValueError(f"{self.name} works on logits; `layers` applies to hidden/attention terms only")
         return self
 
@@ -348,7 +354,23 @@ class RunConfig(Strict):
             if any(t.cache is not None for t in teachers):
                 raise ValueError("data.mask_probability needs a live teacher: a teacher cache holds its signal for the "
                                  "unmasked text only (use teacher.path or set data.mask_probability: 0)")
+        self._check_cross_tokenizer(teachers)
         return self
+
+    def _check_cross_tokenizer(self, teachers: list[TeacherConfig]) -> None:
+        """What a teacher with its own tokenizer (``teacher.tokenizer``) cannot do yet, each as one line."""
+        if not any(t.tokenizer is not None for t in teachers):
+            return
+        if len(teachers) > 1:
+            raise ValueError("several teachers with teacher.tokenizer are not supported yet; distil from one teacher "
+                             "with another tokenizer, or several that share the student's")
+        if self.student.from_teacher is not None:
+            raise ValueError("student.from_teacher copies the teacher's layers and vocabulary; with teacher.tokenizer give "
+                             "student.path or student.config (and `tokenizer:` for the student)")
+        if self.task != "causal_lm":
+            raise ValueError(f"teacher.tokenizer (cross-tokenizer distillation) works with task causal_lm, not {self.task!r}")
+        if self.tokenizer is None and self.student.path is None:
+            raise ValueError("with teacher.tokenizer set `tokenizer:` to the student's tokenizer (the student comes from a config)")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ KIND_INPUTS = {
     "labels": ("student_logits", "labels"),
     "hidden": ("student_hidden", "teacher_hidden"),
     "attention": ("student_attention", "teacher_attention"),
+    "spans": ("student_span_log_probs", "teacher_span_log_probs"),
 }
 _ACRONYMS = {"kl": "KL", "jsd": "JSD", "mse": "MSE", "mmd": "MMD", "ce": "CE", "tvd": "TVD", "minilm": "MiniLM", "v2": "V2"}
 

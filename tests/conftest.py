@@ -90,3 +90,22 @@ def tiny_run_config(output_dir, tokenizer_dir, **sections) -> dict:
     }
     config.update(sections)
     return config
+
+
+@pytest.fixture(scope="session")
+def spm_tokenizer_dir(tmp_path_factory) -> Path:
+    """The real Llama SentencePiece tokenizer (byte fallback, ``▁`` word markers, BOS), saved once as a HF dir."""
+    from transformers import AutoTokenizer
+
+    folder = require_shared_data("tokenizers")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file="ggml-vocab-llama-spm.gguf")
+    out = tmp_path_factory.mktemp("spm-tokenizer")
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def spm_tokenizer(spm_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(spm_tokenizer_dir))

@@ -14,6 +14,7 @@ EXPECTED = {
     "hidden_cosine": "hidden",
     "hidden_mmd": "hidden", "attention_kl": "attention", "attention_mse": "attention", "minilm": "attention",
     "minilm_v2": "attention",
+    "uld": "logits", "gold_hybrid": "logits", "span_logprob_mse": "spans",  # cross-tokenizer losses
 }
 
 
@@ -42,6 +43,7 @@ def test_caller_arguments_match_the_kind():
         "labels": ["student_logits", "labels"],
         "hidden": ["student_hidden", "teacher_hidden"],
         "attention": ["student", "teacher"],
+        "spans": ["student_span_log_probs", "teacher_span_log_probs"],
     }
     for name, kind in EXPECTED.items():
         parameters = inspect.signature(get(name)).parameters

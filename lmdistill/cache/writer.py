@@ -54,6 +54,8 @@ def build_teacher_cache(
     teacher_config = config.teachers[0]
     if teacher_config.cache is not None:
         raise UserError("teacher is already a cache; give the live teacher (teacher.path or teacher.config) to build one")
+    if teacher_config.tokenizer is not None:
+        raise UserError("a teacher with its own tokenizer (teacher.tokenizer) cannot be cached yet; distil from it live")
     cache_dir = Path(cache_dir)
     tokenizer = load_tokenizer(tokenizer_source(config))
     task = get_task(config.task)

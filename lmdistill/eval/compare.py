@@ -17,6 +17,7 @@ from lmdistill.config import DataConfig, DataFormat
 from lmdistill.data.causal import load_causal_datasets
 from lmdistill.data.readers import read_records
 from lmdistill.errors import UserError
+from lmdistill.eval.bits_per_byte import text_bits_per_byte
 from lmdistill.eval.footprint import measure_speeds, model_footprint, shape_key
 from lmdistill.eval.held_out import causal_lm_scores
 from lmdistill.eval.runner import evaluate_generation, greedy_from_ids
@@ -56,7 +57,8 @@ def compare_model_dirs(
     samples: int = 0,
     speed_rounds: int = 3,
 ) -> Comparison:
-    """Every model: ``perplexity`` over the loss positions (completion tokens for prompt/completion or chat data),
+    """Every model: ``bits_per_byte`` of the held-out text (text data; each model with its own tokenizer, so models of
+    different tokenizers compare), ``perplexity`` over the loss positions (completion tokens for prompt/completion or chat data),
     ``parameters``, ``size_on_disk_bytes``, ``layers``, ``latency_ms_per_example`` and ``tokens_per_second`` (CPU
     forward on one sequence of up to ``latency_tokens`` tokens) and ``decode_tokens_per_second`` (greedy decoding
     with the KV cache), measured once per model shape in interleaved rounds. With a teacher, each other model also
@@ -82,20 +84,30 @@ def compare_model_dirs(
     shown = [_prompt_and_answer(example, tokenizer) for example in examples[:samples]]
     comparison = Comparison({}, [{"prompt": prompt, "reference": answer} for prompt, _, answer in shown])
     teacher_model = load_model(str(teacher), what="teacher").eval() if teacher is not None else None
+    # Bits per byte: every model reads the held-out text with its own tokenizer (comparable across tokenizers).
+    texts = [str(r[text_field]) for r in read_records(data, max_examples=max_examples)] if data_format == "text" else None
     timed: dict[str, torch.nn.Module] = {}  # one model per shape stays loaded for the speed rounds
     timed_by_shape: dict[str, str] = {}
     shape_of: dict[str, str] = {}
     for name, folder in ordered.items():
         model = teacher_model if name == "teacher" else load_model(str(folder), what=f"model {name}").eval()
-        reference_teacher = None if name == "teacher" else teacher_model
-        scores = causal_lm_scores(model, reference_teacher, examples, tokenizer.pad_token_id, batch_size, torch.device("cpu"))
+        own_tokenizer = _own_tokenizer(folder, tokenizer)
+        # A model with another vocabulary is scored on its own tokens and not compared token by token with the teacher.
+        same_vocabulary = own_tokenizer is tokenizer or own_tokenizer.get_vocab() == tokenizer.get_vocab()
+        reference_teacher = None if name == "teacher" or not same_vocabulary else teacher_model
+        own_examples = examples if same_vocabulary else load_causal_datasets(config, own_tokenizer, seed=0)[0]
+        scores = causal_lm_scores(model, reference_teacher, own_examples, own_tokenizer.pad_token_id, batch_size, torch.device("cpu"))
         row: dict[str, Any] = {"layers": model.config.num_hidden_layers, **model_footprint(model), "perplexity": scores["perplexity"]}
         if reference_teacher is not None:
             row.update(top1_agreement=scores["top1_agreement"], mean_token_kl=scores["mean_token_kl"])
+        if texts is not None:
+            row["bits_per_byte"] = text_bits_per_byte(model, own_tokenizer, texts, max_length=max_length, batch_size=batch_size)["bits_per_byte"]
         if references is not None:
             row.update(evaluate_generation(model, tokenizer, prompts, references, max_new_tokens=max_new_tokens, batch_size=batch_size))
         if shown:
-            answers = greedy_from_ids(model, tokenizer, [ids for _, ids, _ in shown], max_new_tokens=max_new_tokens, batch_size=batch_size)
+            prompt_ids = ([ids for _, ids, _ in shown] if same_vocabulary else
+                          [own_tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt, _, _ in shown])
+            answers = greedy_from_ids(model, own_tokenizer, prompt_ids, max_new_tokens=max_new_tokens, batch_size=batch_size)
             for sample, answer in zip(comparison.samples, answers):
                 sample[name] = answer
         comparison.models[name] = row
@@ -103,9 +115,8 @@ def compare_model_dirs(
         if shape_of[name] not in timed_by_shape:
             timed_by_shape[shape_of[name]], timed[name] = name, model
     # Speed is measured per shape (two students of one shape report the same figures), after the quality metrics.
-    prompt_ids = torch.tensor([examples[0]["input_ids"][:16]])
-    latency_ids = torch.tensor([examples[0]["input_ids"][:latency_tokens]])
-    speeds = measure_speeds(timed, prompt_ids, latency_ids, rounds=speed_rounds)
+    speeds = measure_speeds(timed, torch.tensor([examples[0]["input_ids"][:16]]),
+                            torch.tensor([examples[0]["input_ids"][:latency_tokens]]), rounds=speed_rounds)
     for name, row in comparison.models.items():
         row.update(speeds[timed_by_shape[shape_of[name]]])
     return comparison
@@ -134,6 +145,14 @@ def _ratio(numerator: float | None, denominator: float | None) -> str:
     return f"{numerator / denominator:.1f}x" if numerator and denominator else "-"
 
 
+def _own_tokenizer(folder: str | Path, default):
+    """The tokenizer saved with a model dir, else ``default`` (the run's)."""
+    folder = Path(folder)
+    if folder.is_dir() and any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        return load_tokenizer(str(folder))
+    return default
+
+
 def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
     """Rows for a printed table: model, layers, parameters, decoding and forward speed-up vs the teacher, perplexity,
     agreement, KL; rounded to what a few hundred held-out tokens and a shared CPU can support."""
@@ -145,8 +164,10 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
                      _ratio(teacher.get("latency_ms_per_example"), row.get("latency_ms_per_example")),
                      significant(row["perplexity"]),
                      f"{row['top1_agreement']:.2f}" if "top1_agreement" in row else "-",
-                     significant(row["mean_token_kl"], 2) if "mean_token_kl" in row else "-"])
+                     significant(row["mean_token_kl"], 2) if "mean_token_kl" in row else "-",
+                     f"{row['bits_per_byte']:.3f}" if "bits_per_byte" in row else "-"])
     return rows
 
 
-SUMMARY_COLUMNS = ("model", "layers", "params", "decode speed-up", "forward speed-up", "perplexity", "top-1 agree", "KL(t||m)")
+SUMMARY_COLUMNS = ("model", "layers", "params", "decode speed-up", "forward speed-up", "perplexity", "top-1 agree", "KL(t||m)",
+                   "bits/byte")

@@ -142,7 +142,7 @@ def tokenizer_source(config: RunConfig) -> str:
     if config.tokenizer:
         return config.tokenizer
     for teacher in config.teachers:
-        if teacher.path:
+        if teacher.path and teacher.tokenizer is None:  # a teacher with its own tokenizer does not lend it
             return teacher.path
     if config.student.path:
         return config.student.path

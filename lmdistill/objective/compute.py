@@ -32,6 +32,10 @@ class TeacherBatch(Protocol):
         """The reduced value of logit divergence ``name`` (a registry name) between the student and this teacher."""
         ...
 
+    # Signals that align text spans (a teacher with another tokenizer) also give
+    # ``span_term(name, params, student, masks)``: the reduced value of a ``spans`` loss; the others refuse such
+    # terms in their ``check_terms``.
+
 
 def compute_terms(
     terms: list[Term],
@@ -54,6 +58,8 @@ def compute_terms(
             values[term.label] = label_term(fn, params, student, targets, masks)
         elif term.kind == "logits":
             values[term.label] = teacher.logit_term(term.name, params, student, masks)
+        elif term.kind == "spans":
+            values[term.label] = teacher.span_term(term.name, params, student, masks)
         elif term.kind == "hidden":
             values[term.label] = _hidden_term(term, fn, params, student, teacher.features, masks, projections)
         elif term.kind == "attention":

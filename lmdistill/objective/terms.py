@@ -74,7 +74,7 @@ def _layer_pairs(config: TermConfig, student_layers: int, teacher_layers: int) -
 def needs_of(terms: list[Term]) -> Needs:
     kinds = {term.kind for term in terms}
     return Needs(
-        logits=bool(kinds & {"logits", "labels"}),
+        logits=bool(kinds & {"logits", "labels", "spans"}),
         hidden_states="hidden" in kinds,
         attentions="attention" in kinds,
         teacher=bool(kinds - {"labels"}),

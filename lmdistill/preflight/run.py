@@ -10,6 +10,7 @@ import torch
 from lmdistill.config import RunConfig
 from lmdistill.errors import UserError
 from lmdistill.preflight import checks
+from lmdistill.preflight.cross_tokenizer import check_cross_tokenizer, is_cross_tokenizer
 from lmdistill.preflight.report import PreflightReport
 from lmdistill.preflight.resources import check_memory, check_output_dir, student_parameter_count
 from lmdistill.data.plan import plan_steps
@@ -73,11 +74,15 @@ def run_preflight(
         student = _build_student(report, config, task, teacher, tokenizer, train_examples)
     else:
         report.ok("student", _describe_model(student))
+    # A teacher with its own tokenizer shares no ids with the student: its vocabulary is checked by alignment.
+    same_vocabulary_teacher = None if is_cross_tokenizer(config) else teacher
     if tokenizer is not None:
         _check_model_tokenizers(report, config, tokenizer)
         if student is not None:
-            checks.check_vocab_sizes(report, tokenizer, teacher, student)
-    models = {"student": student, "teacher": teacher}
+            checks.check_vocab_sizes(report, tokenizer, same_vocabulary_teacher, student)
+        if is_cross_tokenizer(config):
+            check_cross_tokenizer(report, config, tokenizer, train_examples)
+    models = {"student": student, "teacher": same_vocabulary_teacher}
     if train_examples:
         checks.check_token_range(report, train_examples, models)
         checks.check_pad_eos(report, tokenizer, train_examples)
@@ -163,7 +168,9 @@ def _build_student(report: PreflightReport, config: RunConfig, task, teacher: An
 def _check_model_tokenizers(report: PreflightReport, config: RunConfig, tokenizer: Any) -> None:
     """Models that ship their own tokenizer must agree with the run's (the teacher's unless `tokenizer:` is set)."""
     source = tokenizer_source(config)
-    paths = {"student tokenizer": config.student.path, "teacher tokenizer": config.teachers[0].path if config.teachers else None}
+    own_tokenizer = config.teachers and config.teachers[0].tokenizer is not None  # checked by alignment instead
+    paths = {"student tokenizer": config.student.path,
+             "teacher tokenizer": config.teachers[0].path if config.teachers and not own_tokenizer else None}
     for name, path in paths.items():
         if not checks.has_own_tokenizer(path) or Path(path).resolve() == Path(source).expanduser().resolve():
             continue

@@ -12,7 +12,16 @@ from typing import Protocol
 
 import torch
 
+from lmdistill.errors import UserError
 from lmdistill.objective import Needs, TeacherBatch, Term
+
+
+def refuse_span_terms(terms: list[Term]) -> None:
+    """UserError for ``spans`` terms: only a teacher with its own tokenizer aligns text spans across tokenizers."""
+    for term in terms:
+        if term.kind == "spans":
+            raise UserError(f"objective term {term.name!r} compares text spans across two tokenizers; give the teacher "
+                            "its own tokenizer (teacher: {path: ..., tokenizer: ...}) or use a logit loss such as forward_kl")
 
 
 class TeacherSignal(Protocol):

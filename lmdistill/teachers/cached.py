@@ -12,6 +12,7 @@ from lmdistill.errors import UserError
 from lmdistill.losses import reduce
 from lmdistill.losses.sparse import SparseTeacher, sparse_version
 from lmdistill.objective import Features, Masks, Needs
+from lmdistill.teachers.base import refuse_span_terms
 
 
 @dataclass
@@ -45,6 +46,7 @@ class CachedTeacher:
         self.cache.validate(tokenizer, train_examples)  # UserError on any mismatch with the run's data
 
     def check_terms(self, terms) -> None:
+        refuse_span_terms(terms)
         for term in terms:
             if term.kind in ("hidden", "attention"):
                 raise UserError(f"objective term {term.name!r} needs teacher {term.kind} states; a teacher cache holds logits only")

@@ -15,6 +15,7 @@ import torch
 from lmdistill.losses.fused import fused_linear_divergence
 from lmdistill.models.heads import run_without_head
 from lmdistill.objective import Features, Masks, Needs, forward_features
+from lmdistill.teachers.base import refuse_span_terms
 
 
 @dataclass
@@ -44,7 +45,7 @@ class FusedTeacher:
         self._run = partial(run_without_head, model)
 
     def check_terms(self, terms) -> None:
-        return None
+        refuse_span_terms(terms)
 
     def to(self, device) -> None:
         self.model.to(device)

@@ -9,6 +9,7 @@ import torch
 
 from lmdistill.losses import reduce, spec
 from lmdistill.objective import Features, Masks, Needs, forward_features
+from lmdistill.teachers.base import refuse_span_terms
 
 
 def shared_vocab(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,7 +38,7 @@ class LiveTeacher:
         self.model = model
 
     def check_terms(self, terms) -> None:
-        return None  # a live model gives every feature
+        refuse_span_terms(terms)  # a live model gives every other feature
 
     def to(self, device) -> None:
         self.model.to(device)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from lmdistill.objective import Features, Masks, Needs, forward_features
+from lmdistill.teachers.base import refuse_span_terms
 from lmdistill.teachers.live import DenseTeacherBatch
 
 
@@ -53,7 +54,7 @@ class MixtureTeacher:
         self.model = weighted[feature_index][1]
 
     def check_terms(self, terms) -> None:
-        return None
+        refuse_span_terms(terms)
 
     def to(self, device) -> None:
         for _, model in self.weighted:

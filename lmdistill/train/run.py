@@ -115,7 +115,8 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
         write_atomically(output_dir / "pruning.json", json.dumps(calibration.record, indent=2))
     if not config.needs_teacher or _has_cache(config):
         models = []  # loaded only to copy layers from (a label-only run, or a teacher cache)
-    for model in models:
+    cross_tokenizer = any(settings.tokenizer is not None for settings in config.teachers)
+    for model in models if not cross_tokenizer else []:  # another tokenizer: alignment by text, not by ids
         check_vocabularies(student, model, tokenizer)
     feature_model = models[config.feature_teacher] if models else None
     teacher_shape = (feature_model or student).config
@@ -126,7 +127,7 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
         attention_capture.enable_capture(feature_model)
     # Large vocabularies: never materialise (tokens x vocab) logits; logit terms run fused from hidden states.
     headless = (needs.logits and task.headless_logits and len(config.teachers) <= 1 and not _has_cache(config)
-                and vocab_size(student) >= config.train.fused_vocab_threshold)
+                and not cross_tokenizer and vocab_size(student) >= config.train.fused_vocab_threshold)
     if headless:
         log.info("vocabulary of %d tokens: logit terms use the fused chunked loss", vocab_size(student))
     run_preflight(config, tokenizer=tokenizer, teacher=feature_model, student=student, train_examples=train_examples,
