@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from lmdistill.models.loading import load_model_config
 from lmdistill.report import build_report
 from lmdistill.train.loop import distill
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # a log file: whole table cells
 
 DISTILLED_OBJECTIVE = ({"name": "forward_kl", "weight": 1.0, "temperature": 1.0}, {"name": "ce", "weight": 0.5})
 BASELINE_OBJECTIVE = ({"name": "ce", "weight": 1.0},)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             table.add_column(column, justify="right")
         for row in summary_rows(results):
             table.add_row(*row)
-        Console().print(table)
+        Console(width=None if sys.stdout.isatty() else 160).print(table)  # a log file: whole cells, not 80 columns
     if args.lm_eval:
         _run_harness(args, models, results)
     extra = {name: {k: v for k, v in row.items() if k in ("rouge1", "rouge2", "rougeL", "bleu", "chrf")} for name, row in results.items()}
