@@ -26,6 +26,11 @@ class Task(Protocol):
     data_fields: ClassVar[frozenset[str]]  # DataConfig fields it reads besides COMMON_DATA_FIELDS
     headless_logits: ClassVar[bool]  # logit terms may run fused from the last hidden state and the lm_head
 
+    def bind_model(self, model) -> None:
+        """Learn what collation needs from the student before the first batch (seq2seq: the model's own rule for
+        decoder inputs); most tasks need nothing."""
+        ...
+
     def load_datasets(self, data, tokenizer, seed: int) -> tuple[list[dict], list[dict] | None]: ...
 
     def model_kwargs(self) -> dict[str, Any]:

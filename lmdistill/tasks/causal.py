@@ -19,6 +19,9 @@ class CausalLMTask:
     data_fields = frozenset({"format", "text_field", "prompt_field", "completion_field", "messages_field", "pack"})
     headless_logits = True
 
+    def bind_model(self, model):
+        return None
+
     def load_datasets(self, data, tokenizer, seed):
         return load_causal_datasets(data, tokenizer, seed)
 

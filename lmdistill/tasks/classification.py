@@ -64,6 +64,9 @@ class SequenceClassificationTask:
         self.largest_label = -1
         self.label_names: list[str] | None = None
 
+    def bind_model(self, model):
+        return None
+
     def load_datasets(self, data, tokenizer, seed):
         train, evaluation = load_classification_datasets(data, tokenizer, seed)
         self.largest_label = max(example["label"] for example in train + (evaluation or []))

@@ -27,6 +27,9 @@ class QuestionAnsweringTask:
         self.eval_questions: list[dict] = []
         self.max_answer_length = 30
 
+    def bind_model(self, model):
+        return None
+
     def load_datasets(self, data, tokenizer, seed):
         train, held_out = load_qa_examples(data, seed)
         self.eval_questions, self.max_answer_length = held_out, data.max_answer_length

@@ -89,6 +89,7 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     source = (models[config.feature_teacher] if config.needs_teacher else models[0]) if models else None
     student = build_student(config.student, source, model_class=task.model_class, seed=config.seed,
                             lora_task_type=task.lora_task_type, model_kwargs=task.model_kwargs())
+    task.bind_model(student)
     if not config.needs_teacher:
         models = []  # a label-only run loaded the teacher only to copy layers from it
     for model in models:
