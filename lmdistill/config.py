@@ -42,26 +42,48 @@ def value_at(schedule: ScheduledFloat, progress: float) -> float:
 Dtype = Literal["float32", "bfloat16", "float16", "auto"]
 
 
-class FromTeacher(Strict):
-    """Build the student by keeping some of the teacher's layers, weights copied (DistilBERT/Minitron depth pruning).
-
-    Exactly one of ``layers`` (explicit 0-based indices), ``every`` (keep every k-th layer, starting at 0),
-    ``first_last`` (keep the first k and the last k layers) or ``count`` (k layers spread evenly, first and last
-    included) is set.
-    """
+class LayerChoice(Strict):
+    """Which of a layer stack's layers to keep: exactly one of ``layers`` (explicit 0-based indices), ``every`` (keep
+    every k-th layer, starting at 0), ``first_last`` (keep the first k and the last k layers) or ``count`` (k layers
+    spread evenly, first and last included)."""
 
     layers: list[int] | None = None
     every: int | None = Field(default=None, ge=1)
     first_last: int | None = Field(default=None, ge=1)
     count: int | None = Field(default=None, ge=1)
 
+    def selectors(self) -> list[str]:
+        return [k for k in ("layers", "every", "first_last", "count") if getattr(self, k) is not None]
+
+    def choice(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("layers", "every", "first_last", "count")}
+
     @model_validator(mode="after")
-    def _exactly_one(self) -> "FromTeacher":
-        chosen = [k for k in ("layers", "every", "first_last", "count") if getattr(self, k) is not None]
-        if len(chosen) != 1:
+    def _exactly_one(self):
+        if type(self) is LayerChoice and len(self.selectors()) != 1:
             raise ValueError("set exactly one of layers, every, first_last, count")
         if self.layers is not None and (not self.layers or len(set(self.layers)) != len(self.layers)):
             raise ValueError("layers must be a non-empty list of distinct layer indices")
+        return self
+
+
+class FromTeacher(LayerChoice):
+    """Build the student by keeping some of the teacher's layers, weights copied (DistilBERT/Minitron depth pruning).
+
+    One layer choice (see :class:`LayerChoice`) for a single stack; for an encoder-decoder teacher, ``encoder`` and/or
+    ``decoder`` choose each stack's layers separately (a stack without a choice is kept whole).
+    """
+
+    encoder: LayerChoice | None = None
+    decoder: LayerChoice | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "FromTeacher":
+        split = self.encoder is not None or self.decoder is not None
+        if split and self.selectors():
+            raise ValueError("give either encoder/decoder layer choices or one of layers, every, first_last, count, not both")
+        if not split and len(self.selectors()) != 1:
+            raise ValueError("set exactly one of layers, every, first_last, count (or encoder/decoder for an encoder-decoder teacher)")
         return self
 
 
@@ -122,11 +144,22 @@ class StudentConfig(Strict):
 DataFormat = Literal["text", "prompt_completion", "chat"]
 
 
+class ParallelFiles(Strict):
+    """Parallel plain-text files, one sentence a line (gzip accepted): line i of ``source`` translates to line i of
+    ``target``. Read as records ``{"source": ..., "target": ...}``."""
+
+    source: str
+    target: str
+
+
+DataSource = Union[str, list[str], ParallelFiles]
+
+
 class DataConfig(Strict):
     """Training data: files (jsonl/json/txt/csv/tsv/parquet) or a `datasets` id, and how to read their fields."""
 
-    train: str | list[str]
-    eval: str | list[str] | None = None
+    train: DataSource
+    eval: DataSource | None = None
     eval_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)  # held out from train when `eval` is not given
     dataset_split: str = "train"  # for a `datasets` id
     format: DataFormat = "text"
@@ -148,6 +181,12 @@ class DataConfig(Strict):
     doc_stride: int = Field(default=128, ge=0)
     max_question_tokens: int = Field(default=64, ge=1)
     max_answer_length: int = Field(default=30, ge=1)
+    # seq2seq_lm: the source and target fields of each record (parallel files give "source"/"target"), a prefix
+    # put before every source ("translate English to German: "), and the target's token limit (default max_length).
+    source_field: str = "source"
+    target_field: str = "target"
+    source_prefix: str = ""
+    max_target_length: int | None = Field(default=None, ge=2)
 
 
 class TermConfig(BaseModel):

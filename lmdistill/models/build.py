@@ -17,7 +17,7 @@ from lmdistill.config import RunConfig, StudentConfig, TeacherConfig
 from lmdistill.errors import UserError
 from lmdistill.models.heads import run_without_head, vocab_size
 from lmdistill.models.loading import DTYPES, load_model, model_from_config, resolve_package_path
-from lmdistill.models.pruning import choose_layers, student_from_teacher
+from lmdistill.models.pruning import choose_layers, seq2seq_layer_lists, seq2seq_student_from_teacher, student_from_teacher
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,15 @@ def build_student(
     elif config.from_teacher is not None:
         if teacher is None:
             raise UserError("student.from_teacher needs a live teacher model, not a teacher cache; give student.path")
-        keep = choose_layers(teacher.config.num_hidden_layers, **config.from_teacher.model_dump())
-        student = student_from_teacher(teacher, keep)
+        choice = config.from_teacher
+        if choice.encoder is not None or choice.decoder is not None:
+            stacks = seq2seq_layer_lists(teacher)
+            keep = {side: choose_layers(len(stacks[side]), **getattr(choice, side).choice(), where=f"from_teacher.{side}")
+                    for side in ("encoder", "decoder") if getattr(choice, side) is not None}
+            student = seq2seq_student_from_teacher(teacher, keep)
+        else:
+            keep = choose_layers(teacher.config.num_hidden_layers, **choice.choice())
+            student = student_from_teacher(teacher, keep)
         if config.dtype != "auto":
             student = student.to(DTYPES[config.dtype])
         log.info("student keeps teacher layers %s", keep)

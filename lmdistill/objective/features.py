@@ -12,7 +12,8 @@ from lmdistill.models import capture as attention_capture
 from lmdistill.models.heads import output_head
 from lmdistill.objective.terms import Needs
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Encoder-decoder batches add the decoder's inputs (built by the task's collator).
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "decoder_input_ids", "decoder_attention_mask")
 
 
 @dataclass
