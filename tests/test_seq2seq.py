@@ -4,6 +4,7 @@ model's way, decoder-position KL by hand, every logit divergence dense vs fused,
 from __future__ import annotations
 
 import gzip
+import json
 
 import pytest
 import torch
@@ -230,3 +231,41 @@ def test_generation_starts_from_the_decoder_start_token_with_nothing_to_strip():
                 if next_token == EOS:
                     break
             assert ids == decoded[1:]
+
+
+def test_generate_with_an_encoder_decoder_teacher_writes_whole_targets_greedy_and_beam(tmp_path):
+    """`lmdistill generate` on a random T5 teacher: each row's completion is the decoder's output from its start token
+    (nothing to strip), greedy as decoded by hand, beam as transformers' own beam search."""
+    from lmdistill.data.generate import generate_pseudo_data
+    from lmdistill.data.generate_config import parse_generate_config
+    from lmdistill.models.loading import load_tokenizer, model_from_config
+
+    tokenizer_path = str(require_shared_data("tokenizers", "ggml-vocab-llama-spm.gguf"))
+    tokenizer = load_tokenizer(tokenizer_path)
+    t5 = {"model_type": "t5", "vocab_size": 32000, "d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 2,
+          "num_decoder_layers": 2, "num_heads": 4, "pad_token_id": 2, "eos_token_id": 2, "decoder_start_token_id": 2}
+    sources = ["A dog runs in the park.", "Two men play football.", "A woman reads."]
+    (tmp_path / "sources.jsonl").write_text("".join(json.dumps({"source": s}) + "\n" for s in sources))
+    teacher = model_from_config(t5, model_class=AutoModelForSeq2SeqLM, seed=0).eval()
+    for name, sampling in (("greedy", {"temperature": 0, "max_new_tokens": 5, "batch_size": 2}),
+                           ("beam", {"temperature": 0, "num_beams": 3, "max_new_tokens": 5, "batch_size": 2})):
+        config = parse_generate_config({"teacher": {"config": t5}, "tokenizer": tokenizer_path,
+                                        "prompts": {"source": str(tmp_path / "sources.jsonl"), "prompt_field": "source"},
+                                        "sampling": sampling, "output": str(tmp_path / f"{name}.jsonl")})
+        generate_pseudo_data(config)
+        rows = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+        assert [row["prompt"] for row in rows] == sources
+        for row, source in zip(rows, sources):
+            encoder_ids = torch.tensor([tokenizer(source)["input_ids"]])
+            with torch.no_grad():
+                if name == "greedy":
+                    decoded = [2]
+                    while len(decoded) <= 5:
+                        decoded.append(int(teacher(input_ids=encoder_ids, decoder_input_ids=torch.tensor([decoded])).logits[0, -1].argmax()))
+                        if decoded[-1] == 2:
+                            break
+                else:
+                    decoded = teacher.generate(input_ids=encoder_ids, num_beams=3, max_new_tokens=5, do_sample=False,
+                                               pad_token_id=2, eos_token_id=2)[0].tolist()
+            ids = [token for token in decoded[1:] if token != 2]
+            assert row["completion"] == tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
