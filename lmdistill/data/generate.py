@@ -99,6 +99,8 @@ def pinned_settings(config: GenerateConfig) -> dict[str, Any]:
     """The settings a resume must match: everything but the output path, ``device`` and ``prompts.max_examples``."""
     settings = config.model_dump(mode="json", exclude={"output", "device"})
     settings["prompts"].pop("max_examples")
+    if config.sampling.num_beams == 1:  # runs from before beam search existed resume unchanged
+        settings["sampling"].pop("num_beams")
     return settings
 
 
@@ -116,7 +118,8 @@ def make_row(
         row["messages"] = [*prompt.messages, {"role": "assistant", "content": completion}]
     row.update(
         prompt_index=prompt_index, sample_index=sample_index, teacher=teacher_name(config),
-        sampling=config.sampling.model_dump(mode="json", exclude={"batch_size", "num_samples"}), finish_reason=finish,
+        sampling=config.sampling.model_dump(mode="json", exclude={"batch_size", "num_samples"} | ({"num_beams"} if config.sampling.num_beams == 1 else set())),
+        finish_reason=finish,
     )
     row.update(prompt.kept)
     return row
