@@ -129,3 +129,10 @@ def test_meteor_without_wordnet_is_none_with_one_line(monkeypatch, tmp_path):
         assert "\n" not in module.MISSING and "wordnet-base" in module.MISSING
     finally:
         module.find_wordnet.cache_clear()
+
+
+def test_feature_terms_are_refused_for_seq2seq_with_one_line(tmp_path, in_repo, capsys):
+    code = main(["train", "--config", "configs/tiny-seq2seq.yaml", f"output_dir={tmp_path / 'run'}", "objective.1.name=hidden_mse"])
+    assert code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "hidden_mse" in error[0] and "seq2seq_lm" in error[0]

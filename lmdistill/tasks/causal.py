@@ -18,6 +18,7 @@ class CausalLMTask:
     lora_task_type = "CAUSAL_LM"
     data_fields = frozenset({"format", "text_field", "prompt_field", "completion_field", "messages_field", "pack"})
     headless_logits = True
+    feature_kinds = frozenset({"hidden", "attention"})
 
     def bind_model(self, model):
         return None

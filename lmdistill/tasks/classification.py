@@ -59,6 +59,7 @@ class SequenceClassificationTask:
     lora_task_type = "SEQ_CLS"
     data_fields = frozenset({"text_field", "text_pair_field", "label_field", "labels", "mask_probability"})
     headless_logits = False
+    feature_kinds = frozenset({"hidden", "attention"})
 
     def __init__(self):
         self.largest_label = -1

@@ -22,6 +22,7 @@ class QuestionAnsweringTask:
     lora_task_type = "QUESTION_ANS"
     data_fields = frozenset({"doc_stride", "max_question_tokens", "max_answer_length"})
     headless_logits = False
+    feature_kinds = frozenset({"hidden", "attention"})
 
     def __init__(self):
         self.eval_questions: list[dict] = []

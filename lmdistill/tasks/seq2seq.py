@@ -23,6 +23,8 @@ class Seq2SeqLMTask:
     lora_task_type = "SEQ_2_SEQ_LM"
     data_fields = frozenset({"source_field", "target_field", "source_prefix", "max_target_length"})
     headless_logits = True
+    # Encoder/decoder/cross-attention feature terms need per-stack layer maps and masks: not built yet.
+    feature_kinds = frozenset()
 
     def __init__(self):
         self._decoder_inputs: DecoderInputs | None = None
