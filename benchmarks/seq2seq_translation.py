@@ -183,13 +183,19 @@ def main() -> None:
     parser.add_argument("--test-sentences", type=int, default=1000)
     parser.add_argument("--teacher-only", action="store_true", help="stop after the teacher (spread the work over starts)")
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    parser.add_argument("--report-only", action="store_true", help="train nothing more: report the runs finished so far")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (on shared cores, 1 was fastest)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
     train_tokenizer(work, args.vocab_size)
+    if args.report_only and not (work / "teacher" / "DONE").is_file():
+        log.info("--report-only: the teacher has not finished; nothing to report")
+        return
     label_only = [{"name": "ce", "weight": 1.0}]
     teacher_dir = finished_run(run_config(args, work, "teacher", student={"config": t5_config(args, args.teacher_layers)},
                                           train=_files("train").model_dump(), objective=label_only, teacher=None,
@@ -201,7 +207,9 @@ def main() -> None:
     results = {"teacher": scores_of(work, "teacher", teacher_dir, test, args.beams)}
 
     references = references_file(work, args.student_pairs)
-    outputs = teacher_outputs(work, teacher_dir, args.student_pairs, args.beams) if {"seq_kd", "seq_inter"} & set(args.variants) else None
+    outputs = work / f"teacher_outputs_{args.student_pairs}_beam{args.beams}.jsonl"
+    if {"seq_kd", "seq_inter"} & set(args.variants) and not args.report_only:
+        outputs = teacher_outputs(work, teacher_dir, args.student_pairs, args.beams)
     last = args.teacher_layers - 1
     pruned = {"from_teacher": {"encoder": {"layers": [0, last]}, "decoder": {"layers": [0, last]}}}
     fresh = {"config": t5_config(args, 2)}
@@ -220,6 +228,8 @@ def main() -> None:
             raw = run_config(args, work, f"students/{name}-s{seed}", student=student, train=train, objective=objective,
                              teacher=teacher if needs_teacher else None, steps=args.student_steps, seed=seed,
                              max_examples=count)
+            if args.report_only and not (Path(raw["output_dir"]) / "DONE").is_file():
+                continue
             student_dir = finished_run(raw)
             results[f"{name}-s{seed}"] = scores_of(work, f"{name}-s{seed}", student_dir, test, args.beams)
     summary = summarise(results, list(plans), args.seeds)
