@@ -136,3 +136,13 @@ def test_feature_terms_are_refused_for_seq2seq_with_one_line(tmp_path, in_repo, 
     assert code == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "hidden_mse" in error[0] and "seq2seq_lm" in error[0]
+
+
+def test_preflight_reads_parallel_files_and_counts_target_eos(in_repo):
+    from lmdistill.preflight import run_preflight
+
+    report = run_preflight(load_config("configs/tiny-seq2seq.yaml", ["data.max_examples=16"]))
+    lines = {check.name: check for check in report.checks}
+    assert not report.errors
+    assert "16 of 16 targets end with EOS" in lines["pad/eos"].message
+    assert lines["data"].message.startswith("16 train examples")

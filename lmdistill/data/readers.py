@@ -46,6 +46,13 @@ def read_records(
     return records
 
 
+def source_names(source: str | list[str] | ParallelFiles) -> list[str]:
+    """The paths or ids a data source names, in order (parallel files: the source file, then the target file)."""
+    if isinstance(source, ParallelFiles):
+        return [source.source, source.target]
+    return [str(source)] if isinstance(source, (str, Path)) else [str(one) for one in source]
+
+
 def read_parallel(files: ParallelFiles, *, max_examples: int | None = None) -> list[dict[str, str]]:
     """Line i of ``files.source`` and of ``files.target`` as ``{"source": ..., "target": ...}``; the files must have the
     same number of lines (a trailing empty line is ignored)."""
