@@ -269,3 +269,24 @@ def test_generate_with_an_encoder_decoder_teacher_writes_whole_targets_greedy_an
                                                pad_token_id=2, eos_token_id=2)[0].tolist()
             ids = [token for token in decoded[1:] if token != 2]
             assert row["completion"] == tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def test_rollout_replaces_targets_with_the_students_greedy_outputs_and_rebuilds_decoder_inputs():
+    from types import SimpleNamespace
+
+    from lmdistill.config import SamplingConfig
+    from lmdistill.eval.seq2seq import generate_seq2seq_ids
+
+    student = tiny_t5(4)
+    task, batch = batch_for(student)
+    tokenizer = SimpleNamespace(pad_token_id=PAD, eos_token_id=EOS)
+    rolled = task.rollout(student, batch, tokenizer=tokenizer, sampling=SamplingConfig(temperature=0, max_new_tokens=5),
+                          generator=torch.Generator().manual_seed(0))
+    sources = [" ".join(map(str, example["input_ids"][:-1])) for example in EXAMPLES]
+    expected = generate_seq2seq_ids(student, IdsTokenizer(), sources, max_new_tokens=5)  # checked by hand above
+    for row, ids in enumerate(expected):
+        width = rolled["labels"].shape[1]
+        assert rolled["labels"][row].tolist() == ids + [IGNORE_INDEX] * (width - len(ids))
+        assert rolled["decoder_attention_mask"][row].tolist() == [1] * len(ids) + [0] * (width - len(ids))
+    torch.testing.assert_close(rolled["decoder_input_ids"], student.prepare_decoder_input_ids_from_labels(labels=rolled["labels"]))
+    assert torch.equal(rolled["input_ids"], batch["input_ids"])  # the sources stay

@@ -146,3 +146,12 @@ def test_preflight_reads_parallel_files_and_counts_target_eos(in_repo):
     assert not report.errors
     assert "16 of 16 targets end with EOS" in lines["pad/eos"].message
     assert lines["data"].message.startswith("16 train examples")
+
+
+def test_on_policy_seq2seq_run_trains_on_the_students_samples(tmp_path, in_repo):
+    raw_overrides = [f"output_dir={tmp_path / 'run'}", "train.max_steps=2", "on_policy.lmbda=1.0",
+                     "on_policy.sampling.temperature=1.0", "on_policy.sampling.max_new_tokens=6", *SMALL]
+    result = distill(load_config("configs/tiny-seq2seq.yaml", raw_overrides))
+    assert result.steps == 2 and result.final_loss == result.final_loss  # finite
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+    assert rows and all(row["loss/forward_kl"] >= 0 for row in rows)
