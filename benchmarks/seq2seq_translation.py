@@ -220,8 +220,9 @@ def main() -> None:
     plans = {name: plans[name] for name in args.variants}
     if args.fresh:
         plans |= {"fresh_ce": (fresh, str(references), label_only), "fresh_word_kd": (fresh, str(references), word_kd)}
-    for name, (student, train, objective) in plans.items():
-        for seed in args.seeds:
+    # Seeds outer: a benchmark stopped part-way has every variant at the seeds it finished.
+    for seed in args.seeds:
+        for name, (student, train, objective) in plans.items():
             needs_teacher = objective is word_kd or "from_teacher" in student
             # seq_inter reads twice the pairs (references + teacher outputs): same number of steps and batches.
             count = 2 * args.student_pairs if name == "seq_inter" else args.student_pairs
