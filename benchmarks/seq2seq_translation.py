@@ -184,6 +184,7 @@ def main() -> None:
     parser.add_argument("--teacher-only", action="store_true", help="stop after the teacher (spread the work over starts)")
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     parser.add_argument("--report-only", action="store_true", help="train nothing more: report the runs finished so far")
+    parser.add_argument("--note", default="", help="a paragraph appended to the section (e.g. why the scale is reduced)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (on shared cores, 1 was fastest)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -287,7 +288,27 @@ def markdown(args, summary: dict, results: dict, seconds: float) -> str:
         speed = teacher[decoding]["ms_per_sentence"] / stats["ms_per_sentence"][0] if "ms_per_sentence" in stats else float("nan")
         lines.append(f"| {name} | {decoding} | {cell(stats, 'bleu')} | {cell(stats, 'chrf')} | {cell(stats, 'meteor', 100)} | "
                      f"{cell(stats, 'ms_per_sentence')} | {speed:.2f}x |")
+    lines += ["", *targets(summary, teacher)]
+    if args.note:
+        lines += ["", args.note]
     return "\n".join(lines) + "\n"
+
+
+def targets(summary: dict, teacher: dict) -> list[str]:
+    """The issue's targets, measured: best distilled student vs the reference-only (ce) student, greedy BLEU (>= +2),
+    and its share of the teacher's greedy BLEU (>= 90%) at its greedy speed-up (>= 2x)."""
+    greedy = {key.split("/")[0]: stats for key, stats in summary.items() if key.endswith("/greedy") and "bleu" in stats}
+    distilled = {name: stats for name, stats in greedy.items() if name not in ("ce", "fresh_ce")}
+    if "ce" not in greedy or not distilled:
+        return ["Targets: not measured (the ce student or every distilled student is missing)."]
+    best = max(distilled, key=lambda name: distilled[name]["bleu"][0])
+    gain = distilled[best]["bleu"][0] - greedy["ce"]["bleu"][0]
+    share = distilled[best]["bleu"][0] / teacher["greedy"]["bleu"] if teacher["greedy"]["bleu"] else float("nan")
+    speed = teacher["greedy"]["ms_per_sentence"] / distilled[best]["ms_per_sentence"][0]
+    verdict = lambda ok: "met" if ok else "not met"  # noqa: E731
+    return [f"Targets (greedy): best distilled student `{best}` {gain:+.2f} BLEU over `ce` (target >= +2: "
+            f"{verdict(gain >= 2)}); it keeps {share:.0%} of the teacher's BLEU (target >= 90%: {verdict(share >= 0.9)}) "
+            f"at {speed:.2f}x its decoding speed (target >= 2x: {verdict(speed >= 2)})."]
 
 
 if __name__ == "__main__":
