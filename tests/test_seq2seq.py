@@ -168,9 +168,10 @@ def test_parallel_files_give_pairs_with_prefix_eos_and_counted_truncation(tmp_pa
     examples, stats = build_seq2seq_examples(records, llama_spm_tokenizer, data)
     tokenizer, eos = llama_spm_tokenizer, llama_spm_tokenizer.eos_token_id
     full_source = tokenizer("translate English to German: A dog runs.")["input_ids"]
-    assert examples[0]["input_ids"] == full_source[:12] if len(full_source) <= 12 else full_source[:11] + full_source[-1:]
+    assert full_source[-1] != eos  # Llama's tokenizer adds BOS only: a long source is cut plainly
+    assert examples[0]["input_ids"] == full_source[:12]
     target = tokenizer(text_target="Ein Hund rennt.")["input_ids"] + [eos]
-    assert examples[0]["labels"] == (target if len(target) <= 6 else target[:5] + [eos])
+    assert len(target) > 6 and examples[0]["labels"] == target[:5] + [eos]  # a cut target keeps its EOS
     assert all(len(e["input_ids"]) <= 12 and len(e["labels"]) <= 6 and e["labels"][-1] == eos for e in examples)
     long_source = len(tokenizer("translate English to German: " + records[1]["source"])["input_ids"])
     assert stats.truncated_sources == sum(n > 12 for n in (len(full_source), long_source))
@@ -208,7 +209,7 @@ def llama_spm_tokenizer():
 class IdsTokenizer:
     """A stand-in tokenizer whose 'texts' are space-separated token ids (the generation test needs no vocabulary)."""
 
-    pad_token_id, eos_token_id = PAD, EOS
+    pad_token_id, eos_token_id, all_special_ids = PAD, EOS, [PAD, EOS]
 
     def __call__(self, texts, add_special_tokens=True):
         return {"input_ids": [[int(token) for token in text.split()] + [EOS] for text in texts]}

@@ -3,8 +3,8 @@
 The source is ``data.source_prefix`` + the source field, tokenised with the tokenizer's own special tokens (T5 and
 BART end it with </s>). The target is tokenised as a target (``text_target``) and always ends with EOS, so the
 student learns to stop even with tokenizers that add no EOS themselves (e.g. Llama's SentencePiece). A source longer
-than ``data.max_length`` or a target longer than ``data.max_target_length`` (default ``max_length``) is cut and
-keeps its last token (the EOS); both are counted. A record whose source or target is empty is dropped and counted.
+than ``data.max_length`` or a target longer than ``data.max_target_length`` (default ``max_length``) is cut; a cut
+sequence keeps its final special token (the EOS T5 and BART put there, always a target's EOS); both are counted. A record whose source or target is empty is dropped and counted.
 Decoder inputs are not stored: the collator builds them from the labels the model's way.
 """
 
@@ -78,9 +78,11 @@ def encode_targets(tokenizer: Any, targets: list[str]) -> list[list[int]]:
     return [ids if ids and ids[-1] == eos else ids + [eos] for ids in encoded]
 
 
-def cut(ids: list[int], limit: int) -> list[int]:
-    """``ids`` at most ``limit`` long, keeping the last token (the EOS)."""
-    return ids if len(ids) <= limit else ids[: limit - 1] + ids[-1:]
+def cut(ids: list[int], limit: int, special_ids: set[int]) -> list[int]:
+    """``ids`` at most ``limit`` long; a final special token (EOS) stays at the end."""
+    if len(ids) <= limit:
+        return ids
+    return ids[: limit - 1] + ids[-1:] if ids[-1] in special_ids else ids[:limit]
 
 
 def build_seq2seq_examples(records: list[dict[str, Any]], tokenizer: Any, data: DataConfig) -> tuple[list[Example], PairStats]:
@@ -91,7 +93,9 @@ def build_seq2seq_examples(records: list[dict[str, Any]], tokenizer: Any, data: 
     source_ids = encode_sources(tokenizer, [sources[i] for i in keep], data.source_prefix)
     target_ids = encode_targets(tokenizer, [targets[i] for i in keep])
     target_limit = data.max_target_length or data.max_length
-    examples = [{"input_ids": cut(s, data.max_length), "labels": cut(t, target_limit)} for s, t in zip(source_ids, target_ids)]
+    special = set(tokenizer.all_special_ids) | {tokenizer.eos_token_id}
+    examples = [{"input_ids": cut(s, data.max_length, special), "labels": cut(t, target_limit, special)}
+                for s, t in zip(source_ids, target_ids)]
     stats = PairStats(
         records=len(records), examples=len(examples),
         source_tokens=sum(len(e["input_ids"]) for e in examples), target_tokens=sum(len(e["labels"]) for e in examples),

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
-from lmdistill.data.seq2seq import collate_seq2seq
+from lmdistill.data.seq2seq import collate_seq2seq, cut
 from lmdistill.eval.lm_metrics import token_kl_sum, token_nll_sum, top1_match_count
 from lmdistill.losses import IGNORE_INDEX
 
@@ -76,7 +76,8 @@ def generate_seq2seq_ids(model: torch.nn.Module, tokenizer, sources: Sequence[st
     device = next(model.parameters()).device
     encoded = tokenizer([source_prefix + text for text in sources], add_special_tokens=True)["input_ids"]
     if max_source_length is not None:
-        encoded = [ids if len(ids) <= max_source_length else ids[: max_source_length - 1] + ids[-1:] for ids in encoded]
+        special = set(tokenizer.all_special_ids) | {eos_id}
+        encoded = [cut(ids, max_source_length, special) for ids in encoded]
     outputs: list[list[int]] = []
     was_training = model.training
     model.eval()
