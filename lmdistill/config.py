@@ -42,6 +42,32 @@ def value_at(schedule: ScheduledFloat, progress: float) -> float:
 Dtype = Literal["float32", "bfloat16", "float16", "auto"]
 
 
+class LayerChoice(Strict):
+    """Which of a layer stack's layers to keep: exactly one of ``layers`` (explicit 0-based indices), ``every`` (keep
+    every k-th layer, starting at 0), ``first_last`` (keep the first k and the last k layers) or ``count`` (k layers
+    spread evenly, first and last included)."""
+
+    layers: list[int] | None = None
+    every: int | None = Field(default=None, ge=1)
+    first_last: int | None = Field(default=None, ge=1)
+    count: int | None = Field(default=None, ge=1)
+
+    def selectors(self) -> list[str]:
+        return [k for k in ("layers", "every", "first_last", "count") if getattr(self, k) is not None]
+
+    def choice(self) -> dict[str, Any]:
+        """The arguments of :func:`lmdistill.models.pruning.choose_layers`."""
+        return {k: getattr(self, k) for k in ("layers", "every", "first_last", "count")}
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        if type(self) is LayerChoice and len(self.selectors()) != 1:
+            raise ValueError("set exactly one of layers, every, first_last, count")
+        if self.layers is not None and (not self.layers or len(set(self.layers)) != len(self.layers)):
+            raise ValueError("layers must be a non-empty list of distinct layer indices")
+        return self
+
+
 class WidthPruning(Strict):
     """Width pruning by activation importance (Minitron): the sizes the student keeps; unset sizes stay whole."""
 
@@ -50,18 +76,15 @@ class WidthPruning(Strict):
     hidden_size: int | None = Field(default=None, ge=1)  # channels of the residual stream and embeddings
 
 
-class FromTeacher(Strict):
+class FromTeacher(LayerChoice):
     """Build the student by keeping some of the teacher's layers, weights copied (DistilBERT/Minitron depth pruning).
 
-    Exactly one of ``layers`` (explicit 0-based indices), ``every`` (keep every k-th layer, starting at 0),
-    ``first_last`` (keep the first k and the last k layers) or ``count`` (k layers spread evenly, first and last
-    included) is set.
+    One layer choice (see :class:`LayerChoice`) for a single stack; for an encoder-decoder teacher, ``encoder`` and/or
+    ``decoder`` choose each stack's layers separately (a stack without a choice is kept whole).
     """
 
-    layers: list[int] | None = None
-    every: int | None = Field(default=None, ge=1)
-    first_last: int | None = Field(default=None, ge=1)
-    count: int | None = Field(default=None, ge=1)
+    encoder: LayerChoice | None = None
+    decoder: LayerChoice | None = None
     # With count: `uniform` spreads the kept layers evenly; `importance` keeps the `count` most important layers
     # (first and last always kept), scored on `calibration_examples` training examples by `score`: block influence
     # (1 - cos(input, output) of each layer, ShortGPT; one forward pass) or the loss increase when the layer is
@@ -74,26 +97,24 @@ class FromTeacher(Strict):
 
     @property
     def depth_is_set(self) -> bool:
-        return any(getattr(self, k) is not None for k in ("layers", "every", "first_last", "count"))
+        return bool(self.selectors())
 
     @property
     def needs_calibration(self) -> bool:
         return self.by == "importance" or self.width is not None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "FromTeacher":
-        chosen = [k for k in ("layers", "every", "first_last", "count") if getattr(self, k) is not None]
-        if len(chosen) > 1 or (not chosen and self.width is None):
-            raise ValueError("set exactly one of layers, every, first_last, count (or only width, to keep every layer)")
-        if self.layers is not None and (not self.layers or len(set(self.layers)) != len(self.layers)):
-            raise ValueError("layers must be a non-empty list of distinct layer indices")
+    def _one_form(self) -> "FromTeacher":
+        split = self.encoder is not None or self.decoder is not None
+        if split and (self.selectors() or self.needs_calibration):
+            raise ValueError("give either encoder/decoder layer choices or one of layers, every, first_last, count "
+                             "(with by/width), not both")
+        if not split and (len(self.selectors()) > 1 or (not self.selectors() and self.width is None)):
+            raise ValueError("set exactly one of layers, every, first_last, count (or encoder/decoder for an "
+                             "encoder-decoder teacher, or only width to keep every layer)")
         if self.by == "importance" and self.count is None:
             raise ValueError("by: importance chooses `count` layers; set count (layers/every/first_last are fixed choices)")
         return self
-
-    def selection(self) -> dict[str, Any]:
-        """The arguments of :func:`lmdistill.models.pruning.choose_layers` (uniform choices)."""
-        return {k: getattr(self, k) for k in ("layers", "every", "first_last", "count")}
 
 
 class TeacherConfig(Strict):
@@ -159,11 +180,22 @@ class StudentConfig(Strict):
 DataFormat = Literal["text", "prompt_completion", "chat"]
 
 
+class ParallelFiles(Strict):
+    """Parallel plain-text files, one sentence a line (gzip accepted): line i of ``source`` translates to line i of
+    ``target``. Read as records ``{"source": ..., "target": ...}``."""
+
+    source: str
+    target: str
+
+
+DataSource = Union[str, list[str], ParallelFiles]
+
+
 class DataConfig(Strict):
     """Training data: files (jsonl/json/txt/csv/tsv/parquet) or a `datasets` id, and how to read their fields."""
 
-    train: str | list[str]
-    eval: str | list[str] | None = None
+    train: DataSource
+    eval: DataSource | None = None
     eval_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)  # held out from train when `eval` is not given
     dataset_split: str = "train"  # for a `datasets` id
     format: DataFormat = "text"
@@ -188,6 +220,12 @@ class DataConfig(Strict):
     doc_stride: int = Field(default=128, ge=0)
     max_question_tokens: int = Field(default=64, ge=1)
     max_answer_length: int = Field(default=30, ge=1)
+    # seq2seq_lm: the source and target fields of each record (parallel files give "source"/"target"), a prefix
+    # put before every source ("translate English to German: "), and the target's token limit (default max_length).
+    source_field: str = "source"
+    target_field: str = "target"
+    source_prefix: str = ""
+    max_target_length: int | None = Field(default=None, ge=2)
 
 
 class TermConfig(BaseModel):

@@ -11,6 +11,7 @@ import torch
 
 from lmdistill.cache.format import FORMAT_VERSION, MANIFEST, file_sha256
 from lmdistill.config import DataConfig, TeacherConfig
+from lmdistill.data.readers import source_names
 from lmdistill.errors import UserError
 
 
@@ -43,7 +44,7 @@ def _source_files(source: str) -> list[Path]:
 
 def data_fingerprint(data: DataConfig, seed: int) -> dict[str, Any]:
     """The data config, the seed and each training source file's size, mtime and sha256 (hub ids by name)."""
-    sources = [data.train] if isinstance(data.train, str) else list(data.train)
+    sources = source_names(data.train)
     files = []
     for source in sources:
         found = _source_files(source)

@@ -25,8 +25,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--output", help="write the results as JSON (the report's evaluation.json format)")
-    parser.add_argument("--task", default="causal_lm", choices=["causal_lm", "question_answering"],
-                        help="question_answering: SQuAD-format --data, scored with exact match and F1")
+    parser.add_argument("--task", default="causal_lm", choices=["causal_lm", "question_answering", "seq2seq_lm"],
+                        help="question_answering: SQuAD-format --data, scored with exact match and F1; seq2seq_lm: "
+                        "source/target pairs, generated and scored with BLEU/chrF/TER/ROUGE/METEOR")
     parser.add_argument("--doc-stride", type=int, default=128, help="question_answering: overlap of context windows")
     parser.add_argument("--max-answer-length", type=int, default=30, help="question_answering: longest answer in tokens")
     parser.add_argument("--lm-eval", metavar="TASKS", help="also run lm-evaluation-harness tasks (comma-separated) "
@@ -37,6 +38,13 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lm-eval-fewshot", type=int, help="few-shot examples per lm-eval prompt (task default)")
     parser.add_argument("--predictions", help="question_answering: write {id: answer} JSON here (NAME.json per model "
                         "when several models are given: FILE's stem + '.' + NAME)")
+    # seq2seq_lm
+    parser.add_argument("--target-data", help="seq2seq_lm: parallel plain-text targets, line by line with --data (the sources)")
+    parser.add_argument("--source-field", default="source", help="seq2seq_lm: the source field of --data records")
+    parser.add_argument("--target-field", default="target", help="seq2seq_lm: the target field of --data records")
+    parser.add_argument("--source-prefix", default="", help="seq2seq_lm: put before every source, e.g. 'translate English to German: '")
+    parser.add_argument("--num-beams", type=int, default=1, help="seq2seq_lm: 1 = greedy, more = beam search")
+    parser.add_argument("--outputs", help="seq2seq_lm: write each model's outputs as JSON {name: [text, ...]} here")
 
 
 def _named_models(values: list[str]) -> dict[str, str]:
@@ -60,6 +68,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.data is None or args.lm_eval:
             raise UserError("--task question_answering scores SQuAD-format --data; --lm-eval runs with --task causal_lm")
         return _evaluate_qa(args)
+    if args.task == "seq2seq_lm":
+        if args.data is None or args.lm_eval:
+            raise UserError("--task seq2seq_lm scores source/target --data; --lm-eval runs with --task causal_lm")
+        return _evaluate_seq2seq(args)
     models = _named_models(args.model)
     results: dict = {}
     if args.data is not None:
@@ -156,6 +168,49 @@ def _evaluate_qa(args: argparse.Namespace) -> int:
             path = target if len(written) == 1 else target.with_name(f"{target.stem}.{name}{target.suffix or '.json'}")
             write_atomically(path, json.dumps(predictions[name], indent=1, ensure_ascii=False))
             print(f"predictions of {name} written to {path}")
+    if args.output:
+        write_atomically(Path(args.output), json.dumps({"models": scores}, indent=2))
+        print(f"written to {args.output}")
+    return 0
+
+
+SEQ2SEQ_COLUMNS = ("model", "layers", "params", "BLEU", "chrF", "TER", "ROUGE-1", "ROUGE-2", "ROUGE-L", "METEOR",
+                   "perplexity", "top-1 agree", "BLEU vs teacher", "ms/sentence", "speed-up")
+
+
+def _evaluate_seq2seq(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from lmdistill.config import ParallelFiles
+    from lmdistill.eval.meteor import MISSING
+    from lmdistill.eval.seq2seq_runner import evaluate_seq2seq_dirs
+    from lmdistill.files import write_atomically
+
+    data = ParallelFiles(source=args.data, target=args.target_data) if args.target_data else args.data
+    scores, outputs = evaluate_seq2seq_dirs(
+        _named_models(args.model), data, teacher=args.teacher, source_field=args.source_field, target_field=args.target_field,
+        source_prefix=args.source_prefix, max_examples=args.max_examples, max_length=args.max_length,
+        max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
+    table = Table(title=f"{'greedy' if args.num_beams == 1 else f'beam {args.num_beams}'} decoding")
+    for column in SEQ2SEQ_COLUMNS:
+        table.add_column(column, justify="right")
+
+    def shown(row, key, scale=1.0, digits=2):
+        return "-" if row.get(key) is None else f"{row[key] * scale:.{digits}f}"
+
+    for name, row in scores.items():
+        table.add_row(name, row["layers"], f"{row['parameters'] / 1e6:.1f}M", shown(row, "bleu"), shown(row, "chrf"),
+                      shown(row, "ter"), shown(row, "rouge1", 100), shown(row, "rouge2", 100), shown(row, "rougeL", 100),
+                      shown(row, "meteor", 100), shown(row, "perplexity"), shown(row, "top1_agreement", digits=3),
+                      shown(row, "bleu_vs_teacher"), shown(row, "ms_per_sentence", digits=1),
+                      "-" if "speedup" not in row else f"{row['speedup']:.2f}x")
+    Console(width=200).print(table)  # 15 columns: wider than a default 80-column pipe
+    if any(row["meteor"] is None for row in scores.values()):
+        print(MISSING)
+    if args.outputs:
+        write_atomically(Path(args.outputs), json.dumps(outputs, indent=1, ensure_ascii=False))
+        print(f"outputs written to {args.outputs}")
     if args.output:
         write_atomically(Path(args.output), json.dumps({"models": scores}, indent=2))
         print(f"written to {args.output}")

@@ -22,17 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from lmdistill.data.filters import RowFilter
 from lmdistill.data.generate_config import GenerateConfig
 from lmdistill.data.generate_prompts import Prompt, build_prompts
 from lmdistill.data.generate_store import append_rows, check_manifest, filtered_path, read_rows
 from lmdistill.data.readers import read_records
-from lmdistill.data.sampling import eos_set, row_seed, sample_continuations
+from lmdistill.data.sampling import eos_set, row_seed, sample_continuations, sample_targets
 from lmdistill.errors import UserError
 from lmdistill.models.build import load_teacher
-from lmdistill.models.loading import load_tokenizer
+from lmdistill.models.loading import load_tokenizer, resolve_package_path
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,8 @@ def pinned_settings(config: GenerateConfig) -> dict[str, Any]:
     """The settings a resume must match: everything but the output path, ``device`` and ``prompts.max_examples``."""
     settings = config.model_dump(mode="json", exclude={"output", "device"})
     settings["prompts"].pop("max_examples")
+    if config.sampling.num_beams == 1:  # runs from before beam search existed resume unchanged
+        settings["sampling"].pop("num_beams")
     return settings
 
 
@@ -116,7 +118,8 @@ def make_row(
         row["messages"] = [*prompt.messages, {"role": "assistant", "content": completion}]
     row.update(
         prompt_index=prompt_index, sample_index=sample_index, teacher=teacher_name(config),
-        sampling=config.sampling.model_dump(mode="json", exclude={"batch_size", "num_samples"}), finish_reason=finish,
+        sampling=config.sampling.model_dump(mode="json", exclude={"batch_size", "num_samples"} | ({"num_beams"} if config.sampling.num_beams == 1 else set())),
+        finish_reason=finish,
     )
     row.update(prompt.kept)
     return row
@@ -132,7 +135,12 @@ def _make_sampler(config: GenerateConfig, tokenizer: Any) -> Sampler:
         return _vllm_sampler(config, tokenizer)
     # A `config` teacher (tests, smoke runs) gets seed-0 weights, the same as a run config with seed 0 builds, so the
     # sampling seed changes the samples and never the teacher.
-    teacher = load_teacher(config.teacher, model_class=AutoModelForCausalLM, seed=0)
+    encoder_decoder = is_encoder_decoder(config.teacher)
+    if config.sampling.num_beams > 1 and not encoder_decoder:
+        raise UserError("sampling.num_beams > 1 is for encoder-decoder teachers; a causal teacher samples or decodes "
+                        "greedily (set num_beams: 1)")
+    model_class = AutoModelForSeq2SeqLM if encoder_decoder else AutoModelForCausalLM
+    teacher = load_teacher(config.teacher, model_class=model_class, seed=0)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
     try:
         teacher.to(device)
@@ -142,10 +150,32 @@ def _make_sampler(config: GenerateConfig, tokenizer: Any) -> Sampler:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
 
     def sample(prompt_ids: list[list[int]], seeds: list[int]) -> list[tuple[list[int], bool]]:
-        continuations = sample_continuations(teacher, prompt_ids, seeds, config.sampling, pad_token_id=pad, eos_token_id=sorted(eos))
+        if encoder_decoder:  # the prompt is the encoder's source; the output is the decoder's whole target
+            continuations = sample_targets(teacher, prompt_ids, seeds, config.sampling, pad_token_id=pad,
+                                           eos_token_id=sorted(eos), num_beams=config.sampling.num_beams)
+        else:
+            continuations = sample_continuations(teacher, prompt_ids, seeds, config.sampling, pad_token_id=pad, eos_token_id=sorted(eos))
         return [_split_eos(ids, eos) for ids in continuations]
 
     return sample
+
+
+def is_encoder_decoder(teacher) -> bool:
+    """Whether the teacher (a path or a config dict) is an encoder-decoder model (T5, BART ...), read from its config
+    without loading weights; a source whose config cannot be read this way (e.g. GGUF) is taken as a causal LM."""
+    if teacher.config is not None:
+        settings = dict(teacher.config)
+        try:
+            return bool(AutoConfig.for_model(settings.pop("model_type", ""), **settings).is_encoder_decoder)
+        except (ValueError, KeyError):
+            return False
+    path = resolve_package_path(teacher.path)
+    if path.endswith(".gguf"):
+        return False
+    try:
+        return bool(AutoConfig.from_pretrained(path).is_encoder_decoder)
+    except (OSError, ValueError):
+        return False
 
 
 def _vllm_sampler(config: GenerateConfig, tokenizer: Any) -> Sampler:

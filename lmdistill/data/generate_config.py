@@ -48,6 +48,13 @@ class GenerationSampling(SamplingConfig):
     seed: int = 0
     stop: list[str] = []  # the completion is cut before the first occurrence of any of these
     batch_size: int = Field(default=8, ge=1)  # (prompt, sample) pairs per model.generate call
+    num_beams: int = Field(default=1, ge=1)  # beam search (encoder-decoder teachers; needs temperature 0)
+
+    @model_validator(mode="after")
+    def _beams_are_deterministic(self) -> "GenerationSampling":
+        if self.num_beams > 1 and self.temperature > 0:
+            raise ValueError("num_beams > 1 is beam search: set temperature: 0 (or num_beams: 1 to sample)")
+        return self
 
     @field_validator("stop")
     @classmethod

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
+from lmdistill.config import ParallelFiles
 from lmdistill.errors import UserError
 
 TEXT_SUFFIXES = (".jsonl", ".json", ".txt", ".csv", ".tsv")
@@ -25,9 +26,12 @@ _BLANK_LINES = re.compile(r"\n\s*\n")
 
 
 def read_records(
-    source: str | list[str], *, dataset_split: str = "train", max_examples: int | None = None
+    source: str | list[str] | ParallelFiles, *, dataset_split: str = "train", max_examples: int | None = None
 ) -> list[dict[str, Any]]:
-    """All records of ``source`` (a path, a list of paths or a `datasets` id), in order, at most ``max_examples``."""
+    """All records of ``source`` (a path, a list of paths, a `datasets` id or parallel files), in order, at most
+    ``max_examples``."""
+    if isinstance(source, ParallelFiles):
+        return read_parallel(source, max_examples=max_examples)
     sources = [source] if isinstance(source, (str, Path)) else list(source)
     if not sources:
         raise UserError("data source is an empty list; give at least one file or `datasets` id")
@@ -40,6 +44,32 @@ def read_records(
     if not records:
         raise UserError(f"data set {_show(source)} has no records; point data.train/data.eval at non-empty files")
     return records
+
+
+def source_names(source: str | list[str] | ParallelFiles) -> list[str]:
+    """The paths or ids a data source names, in order (parallel files: the source file, then the target file)."""
+    if isinstance(source, ParallelFiles):
+        return [source.source, source.target]
+    return [str(source)] if isinstance(source, (str, Path)) else [str(one) for one in source]
+
+
+def read_parallel(files: ParallelFiles, *, max_examples: int | None = None) -> list[dict[str, str]]:
+    """Line i of ``files.source`` and of ``files.target`` as ``{"source": ..., "target": ...}``; the files must have the
+    same number of lines (a trailing empty line is ignored)."""
+    sides = {}
+    for side in ("source", "target"):
+        path = Path(getattr(files, side)).expanduser()
+        if not path.is_file():
+            raise UserError(f"parallel {side} file {str(path)!r} not found; check data.train/data.eval.{side}")
+        lines = _read_text(path).split("\n")
+        sides[side] = lines[:-1] if lines and lines[-1] == "" else lines
+    if len(sides["source"]) != len(sides["target"]):
+        raise UserError(f"parallel files differ in length: {files.source} has {len(sides['source'])} lines, {files.target} "
+                        f"has {len(sides['target'])}; give files whose line i translates line i")
+    records = [{"source": s, "target": t} for s, t in zip(sides["source"], sides["target"])]
+    if not records:
+        raise UserError(f"parallel files {files.source} / {files.target} are empty; point at files with one sentence a line")
+    return records[:max_examples] if max_examples is not None else records
 
 
 def _show(source: str | list[str]) -> str:

@@ -121,3 +121,47 @@ def sample_continuations(
         cut = next((i + 1 for i, token in enumerate(row) if token in eos), len(row))
         continuations.append(row[:cut])
     return continuations
+
+
+@torch.no_grad()
+def sample_targets(
+    model: torch.nn.Module,
+    sources: Sequence[Sequence[int]],
+    seeds: Sequence[int],
+    sampling: SamplingConfig,
+    *,
+    pad_token_id: int,
+    eos_token_id: int | Sequence[int] | None,
+    num_beams: int = 1,
+) -> list[list[int]]:
+    """An encoder-decoder model's generated target ids for each source (right-padded encoder batch), cut after the
+    first EOS (EOS kept). The decoder starts from its start token, so there is no prompt to strip: only that first
+    token is dropped. ``num_beams`` > 1 is beam search (with ``sampling.temperature`` 0); ``temperature`` 0 and one
+    beam is greedy; otherwise each row samples with its own seed. The model is put in eval mode and restored.
+    """
+    device = next(model.parameters()).device
+    width = max(len(ids) for ids in sources)
+    input_ids = torch.full((len(sources), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sources), width), dtype=torch.long)
+    for row, ids in enumerate(sources):
+        input_ids[row, : len(ids)] = torch.tensor(list(ids), dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+    eos = sorted(eos_set(eos_token_id))
+    config = GenerationConfig(
+        max_new_tokens=sampling.max_new_tokens, do_sample=False, num_beams=num_beams, pad_token_id=pad_token_id,
+        eos_token_id=eos, repetition_penalty=1.0, no_repeat_ngram_size=0, min_length=0,
+        decoder_start_token_id=model.config.decoder_start_token_id,
+    )
+    processors = LogitsProcessorList([RowSampler(sampling, seeds)] if sampling.temperature > 0 and num_beams == 1 else [])
+    was_training = model.training
+    model.eval()
+    try:
+        generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                   generation_config=config, logits_processor=processors)
+    finally:
+        model.train(was_training)
+    targets = []
+    for row in generated[:, 1:].tolist():  # column 0 is the decoder start token
+        cut = next((i + 1 for i, token in enumerate(row) if token in eos), len(row))
+        targets.append(row[:cut])
+    return targets

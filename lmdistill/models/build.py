@@ -18,7 +18,7 @@ from lmdistill.errors import UserError
 from lmdistill.models.heads import run_without_head, vocab_size
 from lmdistill.models.loading import DTYPES, load_model, model_from_config, resolve_package_path
 from lmdistill.models.importance import Calibration, most_important
-from lmdistill.models.pruning import choose_layers, student_from_teacher
+from lmdistill.models.pruning import choose_layers, seq2seq_layer_lists, seq2seq_student_from_teacher, student_from_teacher
 from lmdistill.models.width import prune_width, width_scores
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,17 @@ def build_student(
     elif config.from_teacher is not None:
         if teacher is None:
             raise UserError("student.from_teacher needs a live teacher model, not a teacher cache; give student.path")
-        keep = kept_teacher_layers(config.from_teacher, teacher, calibration)
-        student = student_from_teacher(teacher, keep)
-        if config.from_teacher.width is not None:
-            student = narrowed(student, config.from_teacher.width, calibration)
+        choice = config.from_teacher
+        if choice.encoder is not None or choice.decoder is not None:
+            stacks = seq2seq_layer_lists(teacher)
+            keep = {side: choose_layers(len(stacks[side]), **getattr(choice, side).choice(), where=f"from_teacher.{side}")
+                    for side in ("encoder", "decoder") if getattr(choice, side) is not None}
+            student = seq2seq_student_from_teacher(teacher, keep)
+        else:
+            keep = kept_teacher_layers(choice, teacher, calibration)
+            student = student_from_teacher(teacher, keep)
+            if choice.width is not None:
+                student = narrowed(student, choice.width, calibration)
         if config.dtype != "auto":
             student = student.to(DTYPES[config.dtype])
         log.info("student keeps teacher layers %s", keep)
@@ -80,7 +87,7 @@ def kept_teacher_layers(settings, teacher: torch.nn.Module, calibration: Calibra
     """The teacher layers a ``from_teacher`` student keeps: a fixed choice, or the ``count`` most important."""
     num_layers = teacher.config.num_hidden_layers
     if settings.by == "uniform":
-        return choose_layers(num_layers, **settings.selection()) if settings.depth_is_set else list(range(num_layers))
+        return choose_layers(num_layers, **settings.choice()) if settings.depth_is_set else list(range(num_layers))
     if calibration is None:
         raise ValueError("from_teacher.by=importance needs calibration batches of the run's data")
     choose_layers(num_layers, count=settings.count)  # UserError when count exceeds the teacher's layers

@@ -7,9 +7,11 @@ logit terms are computed chunk by chunk from the last hidden state and the head'
 from __future__ import annotations
 
 import torch
+from transformers.modeling_outputs import BaseModelOutput
 
-# The batch keys a model is called with; the rest of a batch (labels, masks, positions) is for the losses.
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# The batch keys a model is called with (encoder-decoder batches add the decoder's inputs, built by the task's
+# collator); the rest of a batch (labels, masks, positions) is for the losses.
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "decoder_input_ids", "decoder_attention_mask")
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -18,10 +20,17 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def output_head(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, float | None]:
-    """The lm_head weight (V, H), its bias, and the final-logit softcap of a causal LM (Gemma-style), if any."""
+    """The lm_head weight (V, H), its bias, and the final-logit softcap of a causal LM (Gemma-style), if any.
+
+    BART-family models add a ``final_logits_bias`` buffer (1, V) after their bias-free head: it is the head's bias.
+    """
     head = model.get_output_embeddings()
     softcap = getattr(model.config, "final_logit_softcapping", None)
-    return head.weight, getattr(head, "bias", None), softcap
+    bias = getattr(head, "bias", None)
+    extra = getattr(model.get_base_model() if hasattr(model, "get_base_model") else model, "final_logits_bias", None)
+    if extra is not None:
+        bias = extra[0] if bias is None else bias + extra[0]
+    return head.weight, bias, softcap
 
 
 def vocab_size(model: torch.nn.Module) -> int:
@@ -38,5 +47,35 @@ def base_model_of(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def run_without_head(model: torch.nn.Module, **inputs):
-    """The causal LM's base model (everything but the lm_head): returns last_hidden_state (and hidden_states)."""
+    """The model without its lm_head: returns last_hidden_state (and hidden_states for causal LMs).
+
+    A causal LM runs its base model. An encoder-decoder model runs whole and its forward stops at the lm_head, whose
+    input is taken as the last hidden state: whatever the model does between its decoder and its head (T5 scales the
+    decoder output by d_model^-1/2) is kept, with no per-architecture code.
+    """
+    if getattr(model.config, "is_encoder_decoder", False):
+        return _head_input(model, **inputs)
     return base_model_of(model)(**inputs)
+
+
+class _HeadReached(Exception):
+    """Raised by the hook on the lm_head to end a forward there."""
+
+
+def _head_input(model: torch.nn.Module, **inputs) -> BaseModelOutput:
+    captured: list[torch.Tensor] = []
+
+    def stop(_module, args):
+        captured.append(args[0])
+        raise _HeadReached
+
+    handle = model.get_output_embeddings().register_forward_pre_hook(stop)
+    try:
+        model(**{key: value for key, value in inputs.items() if key != "output_hidden_states"})
+    except _HeadReached:
+        pass
+    finally:
+        handle.remove()
+    if not captured:
+        raise AssertionError(f"{type(model).__name__} never called its output head")
+    return BaseModelOutput(last_hidden_state=captured[0])

@@ -97,6 +97,11 @@ def check_pad_eos(report: PreflightReport, tokenizer: Any, examples: list[dict])
     if not examples or not isinstance(examples[0].get("labels"), list):
         report.ok("pad/eos", f"pad = eos = {eos}; {_CLASSIFICATION_TERMS_NOTE}")
         return
+    if any(len(example["input_ids"]) != len(example["labels"]) for example in examples):
+        # Encoder-decoder examples: labels are the target, a sequence of their own; every target token is in the loss.
+        ended = sum(bool(example["labels"]) and example["labels"][-1] == eos for example in examples)
+        report.ok("pad/eos", f"pad = eos = {eos}; {ended} of {len(examples)} targets end with EOS, in the loss")
+        return
     positions = [(ids, labels) for example in examples for ids, labels in zip(example["input_ids"], example["labels"]) if ids == eos]
     in_loss = sum(label != IGNORE_INDEX for _, label in positions)
     if positions and not in_loss:

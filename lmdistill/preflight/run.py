@@ -14,7 +14,7 @@ from lmdistill.preflight.cross_tokenizer import check_cross_tokenizer, is_cross_
 from lmdistill.preflight.report import PreflightReport
 from lmdistill.preflight.resources import check_memory, check_output_dir, student_parameter_count
 from lmdistill.data.plan import plan_steps
-from lmdistill.data.readers import SUPPORTED_SUFFIXES, read_records
+from lmdistill.data.readers import SUPPORTED_SUFFIXES, read_records, source_names
 from lmdistill.models.build import build_student, load_teacher, tokenizer_source
 from lmdistill.models.loading import load_tokenizer
 from lmdistill.tasks import check_config, get_task
@@ -181,7 +181,7 @@ def _check_model_tokenizers(report: PreflightReport, config: RunConfig, tokenize
 
 
 def _load_data(report: PreflightReport, config: RunConfig, task, tokenizer: Any | None) -> list[dict] | None:
-    sources = [config.data.train] if isinstance(config.data.train, str) else list(config.data.train)
+    sources = source_names(config.data.train)
     hub = [source for source in sources if _is_hub_dataset(source)]
     if hub:
         report.warning("data", f"{', '.join(hub)}: not checked (`datasets` hub id; check does not download)")

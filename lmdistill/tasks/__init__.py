@@ -8,11 +8,13 @@ from lmdistill.tasks.base import Task, check_config
 from lmdistill.tasks.causal import CausalLMTask
 from lmdistill.tasks.classification import SequenceClassificationTask
 from lmdistill.tasks.question_answering import QuestionAnsweringTask
+from lmdistill.tasks.seq2seq import Seq2SeqLMTask
 
 TASKS: dict[str, type] = {
     CausalLMTask.name: CausalLMTask,
     SequenceClassificationTask.name: SequenceClassificationTask,
     QuestionAnsweringTask.name: QuestionAnsweringTask,
+    Seq2SeqLMTask.name: Seq2SeqLMTask,
 }
 
 

@@ -14,6 +14,7 @@ import torch
 
 from lmdistill.config import RunConfig, SamplingConfig
 from lmdistill.errors import UserError
+from lmdistill.losses import registry
 
 # Data settings every task reads: where the data is and how much of it.
 COMMON_DATA_FIELDS = frozenset({"train", "eval", "eval_fraction", "dataset_split", "max_length", "max_examples"})
@@ -26,6 +27,12 @@ class Task(Protocol):
     data_fields: ClassVar[frozenset[str]]  # DataConfig fields it reads besides COMMON_DATA_FIELDS
     headless_logits: ClassVar[bool]  # logit terms may run fused from the last hidden state and the lm_head
     pipeline_tag: ClassVar[str]  # the Hugging Face Hub pipeline tag of a trained student (its model card)
+    feature_kinds: ClassVar[frozenset[str]]  # the feature-term kinds ("hidden", "attention") its models' outputs feed
+
+    def bind_model(self, model) -> None:
+        """Learn what collation needs from the student before the first batch (seq2seq: the model's own rule for
+        decoder inputs); most tasks need nothing."""
+        ...
 
     def load_datasets(self, data, tokenizer, seed: int) -> tuple[list[dict], list[dict] | None]: ...
 
@@ -62,6 +69,11 @@ class Task(Protocol):
 
 def check_config(task: Task, config: RunConfig) -> None:
     """UserError naming the first setting that does not apply to ``task`` (set in the config but never read)."""
+    for term in config.objective:
+        kind = registry.spec(term.name).kind
+        if kind in ("hidden", "attention") and kind not in task.feature_kinds:
+            raise UserError(f"objective term {term.name} ({kind} states) is not available for task {task.name}; "
+                            "use logit and label terms (e.g. forward_kl, ce)")
     unused = sorted(set(config.data.model_fields_set) - COMMON_DATA_FIELDS - task.data_fields)
     if unused:
         raise UserError(f"data.{unused[0]} does not apply to task {task.name}; remove it from the config "

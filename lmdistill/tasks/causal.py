@@ -21,6 +21,10 @@ class CausalLMTask:
                              "streaming"})
     headless_logits = True
     pipeline_tag = "text-generation"
+    feature_kinds = frozenset({"hidden", "attention"})
+
+    def bind_model(self, model):
+        return None
 
     def load_datasets(self, data, tokenizer, seed):
         if data.streaming:  # the first examples of the stream, for the checks before training

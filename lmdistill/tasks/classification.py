@@ -60,10 +60,14 @@ class SequenceClassificationTask:
     data_fields = frozenset({"text_field", "text_pair_field", "label_field", "labels", "mask_probability"})
     headless_logits = False
     pipeline_tag = "text-classification"
+    feature_kinds = frozenset({"hidden", "attention"})
 
     def __init__(self):
         self.largest_label = -1
         self.label_names: list[str] | None = None
+
+    def bind_model(self, model):
+        return None
 
     def load_datasets(self, data, tokenizer, seed):
         train, evaluation = load_classification_datasets(data, tokenizer, seed)

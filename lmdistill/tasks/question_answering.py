@@ -23,10 +23,14 @@ class QuestionAnsweringTask:
     data_fields = frozenset({"doc_stride", "max_question_tokens", "max_answer_length"})
     headless_logits = False
     pipeline_tag = "question-answering"
+    feature_kinds = frozenset({"hidden", "attention"})
 
     def __init__(self):
         self.eval_questions: list[dict] = []
         self.max_answer_length = 30
+
+    def bind_model(self, model):
+        return None
 
     def load_datasets(self, data, tokenizer, seed):
         train, held_out = load_qa_examples(data, seed)

@@ -111,6 +111,7 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     calibration = _calibration(config, task, tokenizer, train_examples)
     student = build_student(config.student, source, model_class=task.model_class, seed=config.seed,
                             lora_task_type=task.lora_task_type, model_kwargs=task.model_kwargs(), calibration=calibration)
+    task.bind_model(student)
     if calibration is not None and accelerator.is_main_process:
         write_atomically(output_dir / "pruning.json", json.dumps(calibration.record, indent=2))
     if not config.needs_teacher or _has_cache(config):

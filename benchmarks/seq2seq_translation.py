@@ -1,0 +1,315 @@
+"""Sequence-to-sequence distillation on Multi30k en->de: word-level KD, sequence-level KD and seq-inter vs CE only.
+
+No pretrained encoder-decoder model installs offline, so the benchmark makes its own teacher once and caches it under
+``--work-dir``: a BPE tokenizer trained on Multi30k's English and German training sides (``tokenizers``), then a
+T5-style teacher trained with lmdistill itself (task seq2seq_lm, label terms only) on the training pairs. The teacher
+run checkpoints every ``--save-every`` steps and a new start of the benchmark resumes it from its last checkpoint, so
+its training can be spread over several runs (a GPU is used when one is available). Students take 2+2 layers from the
+teacher (and, with ``--fresh``, a fresh 2+2) and are trained with the same pairs, steps and schedule as:
+
+- ``ce``: the references only;
+- ``word_kd``: forward KL to the teacher's per-token distribution (+ CE on the references);
+- ``seq_kd``: CE on the teacher's beam outputs for the training sources (Kim & Rush 2016);
+- ``seq_inter``: CE on the references and the teacher's outputs together (both targets for every source).
+
+Every finished piece (tokenizer, teacher, teacher outputs, each student run, each score) is cached in the work dir
+and skipped on the next start. Students are scored with BLEU, chrF and METEOR on ``test_2016_flickr`` with greedy
+and beam decoding; the section "Sequence-to-sequence distillation" of BENCHMARKS.md is rewritten with the table.
+
+    nice -n 10 python benchmarks/seq2seq_translation.py --work-dir runs/bench-seq2seq
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks_md import replace_section  # noqa: E402
+
+from lmdistill.config import ParallelFiles, parse_config  # noqa: E402
+from lmdistill.data.readers import read_parallel  # noqa: E402
+from lmdistill.eval.seq2seq import generate_seq2seq  # noqa: E402
+from lmdistill.eval.translation_metrics import generation_scores  # noqa: E402
+from lmdistill.files import write_atomically  # noqa: E402
+from lmdistill.models.loading import load_tokenizer  # noqa: E402
+from lmdistill.train import checkpoint as ckpt  # noqa: E402
+from lmdistill.train.loop import distill  # noqa: E402
+
+SECTION = "## Sequence-to-sequence distillation"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
+VARIANTS = ("ce", "word_kd", "seq_kd", "seq_inter")
+log = logging.getLogger("seq2seq_translation")
+
+
+def train_tokenizer(work: Path, vocab_size: int) -> Path:
+    """A BPE tokenizer (Metaspace pre-tokenizer, so decoding restores spaces) on train.en + train.de; ``</s>`` ends
+    every encoded text."""
+    folder = work / "tokenizer"
+    if (folder / "tokenizer.json").is_file():
+        return folder
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    lines = [record[side] for record in read_parallel(_files("train")) for side in ("source", "target")]
+    tokenizer.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"]))
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    wrapped.save_pretrained(folder)
+    return folder
+
+
+def _files(split: str) -> ParallelFiles:
+    return ParallelFiles(source=str(DATA / f"{split}.en.gz"), target=str(DATA / f"{split}.de.gz"))
+
+
+def t5_config(args, layers: int) -> dict:
+    return {"model_type": "t5", "vocab_size": args.vocab_size, "d_model": args.width, "d_kv": args.width // 8,
+            "d_ff": 4 * args.width, "num_layers": layers, "num_decoder_layers": layers, "num_heads": 8,
+            "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0, "dropout_rate": 0.1}
+
+
+def run_config(args, work: Path, name: str, *, student: dict, train, objective, teacher: dict | None, steps: int,
+               seed: int, max_examples: int | None) -> dict:
+    return {"output_dir": str(work / name), "seed": seed, "task": "seq2seq_lm", "tokenizer": str(work / "tokenizer"),
+            **({"teacher": teacher} if teacher else {}), "student": student,
+            "data": {"train": train, "max_length": 64, "max_examples": max_examples},
+            "objective": objective,
+            "train": {"max_steps": steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                      "warmup_steps": min(200, steps // 10), "log_every": 50, "save_every": args.save_every,
+                      "keep_checkpoints": 1, "progress": False}}
+
+
+def finished_run(raw: dict) -> Path:
+    """Train (or resume) the run ``raw`` describes until all its steps are done; its student dir."""
+    output = Path(raw["output_dir"])
+    done = output / "DONE"
+    if done.is_file():
+        return output / "student"
+    resume = ckpt.latest_checkpoint(output) is not None
+    started = time.perf_counter()
+    result = distill(parse_config(raw), resume=resume)
+    if not result.stopped_early:
+        write_atomically(done, json.dumps({"steps": result.steps, "final_loss": result.final_loss,
+                                           "seconds_this_start": time.perf_counter() - started}))
+    return result.student_dir
+
+
+def teacher_outputs(work: Path, teacher_dir: Path, count: int, beams: int) -> Path:
+    """The teacher's beam outputs for the first ``count`` training sources, as jsonl {source, target}; generated in
+    chunks appended to the file, so an interrupted start resumes after the last chunk written."""
+    path = work / f"teacher_outputs_{count}_beam{beams}.jsonl"
+    done = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    pairs = read_parallel(_files("train"), max_examples=count)
+    if len(done) >= len(pairs):
+        return path
+    from transformers import AutoModelForSeq2SeqLM
+
+    tokenizer = load_tokenizer(str(teacher_dir))
+    teacher = AutoModelForSeq2SeqLM.from_pretrained(teacher_dir).to(_device())
+    for start in range(len(done), len(pairs), 512):
+        chunk = [pair["source"] for pair in pairs[start:start + 512]]
+        outputs = generate_seq2seq(teacher, tokenizer, chunk, max_new_tokens=64, num_beams=beams, batch_size=64)
+        with path.open("a", encoding="utf-8") as stream:
+            for source, target in zip(chunk, outputs):
+                stream.write(json.dumps({"source": source, "target": target}, ensure_ascii=False) + "\n")
+        log.info("teacher outputs: %d/%d", start + len(chunk), len(pairs))
+    return path
+
+
+def references_file(work: Path, count: int) -> Path:
+    path = work / f"references_{count}.jsonl"
+    if not path.is_file():
+        rows = [json.dumps(pair, ensure_ascii=False) for pair in read_parallel(_files("train"), max_examples=count)]
+        write_atomically(path, "\n".join(rows) + "\n")
+    return path
+
+
+def scores_of(work: Path, name: str, model_dir: Path, test: list[dict], beams: int) -> dict:
+    """Greedy and beam BLEU/chrF/METEOR of a model dir on ``test`` (cached per model), with ms per sentence."""
+    path = work / "scores" / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    from transformers import AutoModelForSeq2SeqLM
+
+    tokenizer = load_tokenizer(str(model_dir))
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).to(_device())
+    sources, references = [pair["source"] for pair in test], [pair["target"] for pair in test]
+    result = {}
+    for label, num_beams in (("greedy", 1), ("beam", beams)):
+        started = time.perf_counter()
+        outputs = generate_seq2seq(model, tokenizer, sources, max_new_tokens=64, num_beams=num_beams, batch_size=50)
+        seconds = time.perf_counter() - started
+        result[label] = {**generation_scores(outputs, references), "ms_per_sentence": 1000 * seconds / len(sources),
+                         "example": outputs[0]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(result, indent=1, ensure_ascii=False))
+    return result
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work-dir", default="runs/bench-seq2seq")
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--teacher-layers", type=int, default=4)
+    parser.add_argument("--teacher-steps", type=int, default=3000)
+    parser.add_argument("--student-steps", type=int, default=1500)
+    parser.add_argument("--student-pairs", type=int, default=29000, help="training pairs (and teacher outputs) the students use")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--save-every", type=int, default=250)
+    parser.add_argument("--beams", type=int, default=4)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--fresh", action="store_true", help="also a fresh 2+2 student trained with CE and with word KD")
+    parser.add_argument("--test-sentences", type=int, default=1000)
+    parser.add_argument("--teacher-only", action="store_true", help="stop after the teacher (spread the work over starts)")
+    parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    parser.add_argument("--report-only", action="store_true", help="train nothing more: report the runs finished so far")
+    parser.add_argument("--note", default="", help="a paragraph appended to the section (e.g. why the scale is reduced)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (on shared cores, 1 was fastest)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    train_tokenizer(work, args.vocab_size)
+    if args.report_only and not (work / "teacher" / "DONE").is_file():
+        log.info("--report-only: the teacher has not finished; nothing to report")
+        return
+    label_only = [{"name": "ce", "weight": 1.0}]
+    teacher_dir = finished_run(run_config(args, work, "teacher", student={"config": t5_config(args, args.teacher_layers)},
+                                          train=_files("train").model_dump(), objective=label_only, teacher=None,
+                                          steps=args.teacher_steps, seed=0, max_examples=None))
+    if not (work / "teacher" / "DONE").is_file() or args.teacher_only:
+        log.info("teacher not finished (or --teacher-only): start the benchmark again to go on")
+        return
+    test = read_parallel(_files("test_2016_flickr"), max_examples=args.test_sentences)
+    results = {"teacher": scores_of(work, "teacher", teacher_dir, test, args.beams)}
+
+    references = references_file(work, args.student_pairs)
+    outputs = work / f"teacher_outputs_{args.student_pairs}_beam{args.beams}.jsonl"
+    if {"seq_kd", "seq_inter"} & set(args.variants) and not args.report_only:
+        outputs = teacher_outputs(work, teacher_dir, args.student_pairs, args.beams)
+    last = args.teacher_layers - 1
+    pruned = {"from_teacher": {"encoder": {"layers": [0, last]}, "decoder": {"layers": [0, last]}}}
+    fresh = {"config": t5_config(args, 2)}
+    teacher = {"path": str(teacher_dir)}
+    word_kd = [{"name": "forward_kl", "weight": 0.5, "temperature": 1.0}, {"name": "ce", "weight": 0.5}]
+    plans = {"ce": (pruned, str(references), label_only), "word_kd": (pruned, str(references), word_kd),
+             "seq_kd": (pruned, str(outputs), label_only), "seq_inter": (pruned, [str(references), str(outputs)], label_only)}
+    plans = {name: plans[name] for name in args.variants}
+    if args.fresh:
+        plans |= {"fresh_ce": (fresh, str(references), label_only), "fresh_word_kd": (fresh, str(references), word_kd)}
+    # Seeds outer: a benchmark stopped part-way has every variant at the seeds it finished.
+    for seed in args.seeds:
+        for name, (student, train, objective) in plans.items():
+            needs_teacher = objective is word_kd or "from_teacher" in student
+            # seq_inter reads twice the pairs (references + teacher outputs): same number of steps and batches.
+            count = 2 * args.student_pairs if name == "seq_inter" else args.student_pairs
+            raw = run_config(args, work, f"students/{name}-s{seed}", student=student, train=train, objective=objective,
+                             teacher=teacher if needs_teacher else None, steps=args.student_steps, seed=seed,
+                             max_examples=count)
+            if args.report_only and not (Path(raw["output_dir"]) / "DONE").is_file():
+                continue
+            student_dir = finished_run(raw)
+            results[f"{name}-s{seed}"] = scores_of(work, f"{name}-s{seed}", student_dir, test, args.beams)
+    summary = summarise(results, list(plans), args.seeds)
+    write_atomically(work / "results.json", json.dumps({"per_run": results, "summary": summary}, indent=1, ensure_ascii=False))
+    text = markdown(args, summary, results, time.perf_counter() - started)
+    print(text)
+    if not args.no_write:
+        replace_section(SECTION, text)
+
+
+def summarise(results: dict, variants: list[str], seeds: list[int]) -> dict:
+    """Per variant and decoding: mean and spread (sample stdev) of BLEU, chrF, METEOR and ms per sentence over seeds."""
+    summary = {}
+    for name in variants:
+        for decoding in ("greedy", "beam"):
+            runs = [results[f"{name}-s{seed}"][decoding] for seed in seeds if f"{name}-s{seed}" in results]
+            summary[f"{name}/{decoding}"] = {
+                key: (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+                for key in ("bleu", "chrf", "meteor", "ms_per_sentence")
+                if (values := [run[key] for run in runs if run.get(key) is not None])}
+    return summary
+
+
+def markdown(args, summary: dict, results: dict, seconds: float) -> str:
+    teacher = results["teacher"]
+    command = (f"nice -n 10 python benchmarks/seq2seq_translation.py --work-dir {args.work_dir} --width {args.width} "
+               f"--teacher-layers {args.teacher_layers} --teacher-steps {args.teacher_steps} --student-steps "
+               f"{args.student_steps} --student-pairs {args.student_pairs} --batch-size {args.batch_size} --beams "
+               f"{args.beams} --seeds {' '.join(map(str, args.seeds))} --test-sentences {args.test_sentences}"
+               + (" --fresh" if args.fresh else ""))
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{platform.machine()} CPU (2 shared cores)"
+    lines = [SECTION, "", f"`{command}`; {device}, {datetime.now(timezone.utc):%Y-%m-%d}; this start took {seconds / 60:.0f} min.", "",
+             f"Teacher: T5-style {args.teacher_layers}+{args.teacher_layers} layers, width {args.width}, BPE vocabulary "
+             f"{args.vocab_size} trained on Multi30k en+de, {args.teacher_steps} steps of batch {args.batch_size} on the "
+             f"29,000 training pairs. Students: 2+2 layers (the teacher's first and last of each stack unless `fresh`), "
+             f"{args.student_steps} steps of batch {args.batch_size} on the first {args.student_pairs} pairs; scores on the "
+             f"first {args.test_sentences} sentences of test_2016_flickr, mean ± sample stdev over seeds "
+             f"{', '.join(map(str, args.seeds))}; speed-up = teacher ms per sentence / student ms per sentence "
+             f"(greedy, batch 50).", "",
+             "| model | decoding | BLEU | chrF | METEOR | ms/sentence | speed-up |", "| --- | --- | --- | --- | --- | --- | --- |"]
+
+    def cell(stats, key, scale=1.0):
+        if key not in stats:
+            return "-"
+        mean, spread = stats[key]
+        return f"{mean * scale:.2f} ± {spread * scale:.2f}"
+
+    for decoding in ("greedy", "beam"):
+        row = teacher[decoding]
+        meteor = "-" if row.get("meteor") is None else f"{100 * row['meteor']:.2f}"
+        lines.append(f"| teacher | {decoding} | {row['bleu']:.2f} | {row['chrf']:.2f} | {meteor} | {row['ms_per_sentence']:.1f} | 1.00x |")
+    for key, stats in summary.items():
+        name, decoding = key.split("/")
+        speed = teacher[decoding]["ms_per_sentence"] / stats["ms_per_sentence"][0] if "ms_per_sentence" in stats else float("nan")
+        lines.append(f"| {name} | {decoding} | {cell(stats, 'bleu')} | {cell(stats, 'chrf')} | {cell(stats, 'meteor', 100)} | "
+                     f"{cell(stats, 'ms_per_sentence')} | {speed:.2f}x |")
+    lines += ["", *targets(summary, teacher)]
+    if args.note:
+        lines += ["", args.note]
+    return "\n".join(lines) + "\n"
+
+
+def targets(summary: dict, teacher: dict) -> list[str]:
+    """The issue's targets, measured: best distilled student vs the reference-only (ce) student, greedy BLEU (>= +2),
+    and its share of the teacher's greedy BLEU (>= 90%) at its greedy speed-up (>= 2x)."""
+    greedy = {key.split("/")[0]: stats for key, stats in summary.items() if key.endswith("/greedy") and "bleu" in stats}
+    distilled = {name: stats for name, stats in greedy.items() if name not in ("ce", "fresh_ce")}
+    if "ce" not in greedy or not distilled:
+        return ["Targets: not measured (the ce student or every distilled student is missing)."]
+    best = max(distilled, key=lambda name: distilled[name]["bleu"][0])
+    gain = distilled[best]["bleu"][0] - greedy["ce"]["bleu"][0]
+    share = distilled[best]["bleu"][0] / teacher["greedy"]["bleu"] if teacher["greedy"]["bleu"] else float("nan")
+    speed = teacher["greedy"]["ms_per_sentence"] / distilled[best]["ms_per_sentence"][0]
+    verdict = lambda ok: "met" if ok else "not met"  # noqa: E731
+    return [f"Targets (greedy): best distilled student `{best}` {gain:+.2f} BLEU over `ce` (target >= +2: "
+            f"{verdict(gain >= 2)}); it keeps {share:.0%} of the teacher's BLEU (target >= 90%: {verdict(share >= 0.9)}) "
+            f"at {speed:.2f}x its decoding speed (target >= 2x: {verdict(speed >= 2)})."]
+
+
+if __name__ == "__main__":
+    main()
