@@ -74,6 +74,12 @@ def test_card_metadata_and_body_parse_back_with_huggingface_hub(tmp_path):
     assert "lmdistill train --config run.yaml" in body and "lmdistill 9.9.9" in body
 
 
+def test_no_card_before_the_first_metrics_line(tmp_path):
+    run_dir = _synthetic_run(tmp_path / "run")
+    (run_dir / "metrics.jsonl").unlink()  # stopped before train.log_every steps: nothing logged yet
+    assert write_model_card(run_dir) is None and not (run_dir / "student" / "README.md").exists()
+
+
 def test_local_files_are_named_in_the_body_but_not_claimed_as_hub_datasets(tmp_path):
     run_dir = _synthetic_run(tmp_path / "run")
     local = tmp_path / "stories.txt"

@@ -200,8 +200,9 @@ def build_model_card(run_dir: str | Path) -> ModelCard:
 
 
 def write_model_card(run_dir: str | Path) -> Path | None:
-    """Write ``RUN_DIR/student/README.md`` (atomically); None when the run has no exported student yet."""
+    """Write ``RUN_DIR/student/README.md`` (atomically); None when the run has no exported student yet, or no
+    metrics line yet (a run stopped before its first ``train.log_every`` steps)."""
     student_dir = Path(run_dir) / "student"
-    if not student_dir.is_dir():
+    if not student_dir.is_dir() or not (Path(run_dir) / "metrics.jsonl").is_file():
         return None
     return write_atomically(student_dir / CARD_FILE, str(build_model_card(run_dir)))
