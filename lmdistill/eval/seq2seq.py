@@ -95,8 +95,8 @@ def generate_seq2seq_ids(model: torch.nn.Module, tokenizer, sources: Sequence[st
                                            max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
                                            pad_token_id=pad_id, eos_token_id=eos_id)
                 for row in generated[:, 1:].tolist():  # column 0 is the decoder start token
-                    cut = next((i + 1 for i, token in enumerate(row) if token == eos_id), len(row))
-                    outputs.append(row[:cut])
+                    end = next((i + 1 for i, token in enumerate(row) if token == eos_id), len(row))
+                    outputs.append(row[:end])
     finally:
         model.train(was_training)
     return outputs

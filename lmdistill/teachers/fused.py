@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from lmdistill.errors import UserError
+from lmdistill.losses.cross_vocab import CROSS_VOCAB_LOSSES
 from lmdistill.losses.fused import fused_linear_divergence
 from lmdistill.models.heads import run_without_head
 from lmdistill.objective import Features, Masks, Needs, forward_features
@@ -46,6 +48,11 @@ class FusedTeacher:
 
     def check_terms(self, terms) -> None:
         refuse_span_terms(terms)
+        for term in terms:
+            if term.name in CROSS_VOCAB_LOSSES:  # the chunked kernels know the same-vocabulary divergences only
+                raise UserError(f"objective term {term.name!r} has no fused large-vocabulary version; use forward_kl, "
+                                "reverse_kl, jsd ... for a teacher sharing the student's tokenizer, or raise "
+                                "train.fused_vocab_threshold above the vocabulary size")
 
     def to(self, device) -> None:
         self.model.to(device)
