@@ -3,14 +3,12 @@ beam) from sources alone, decoded without anything in front of it (the decoder s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 
 from lmdistill.data.seq2seq import collate_seq2seq, cut
-from lmdistill.eval.lm_metrics import token_kl_sum, token_nll_sum, top1_match_count
-from lmdistill.losses import IGNORE_INDEX
+from lmdistill.eval.held_out import held_out_scores
 
 
 def decoder_inputs_of(model: torch.nn.Module):
@@ -26,34 +24,15 @@ def seq2seq_scores(student, teacher, examples: list[dict], pad_id: int, batch_si
     exp(nll_per_token), ``num_tokens`` and, with ``teacher``, ``top1_agreement`` and ``mean_token_kl`` = KL(p_t ‖ p_s)
     at temperature 1 over the shared vocabulary. Both models run in eval mode; modes are restored.
     """
-    models = [student] + ([teacher] if teacher is not None else [])
-    modes = [model.training for model in models]
-    for model in models:
-        model.eval()
-    nll, count, matches, kl = 0.0, 0, 0, 0.0
-    try:
-        for start in range(0, len(examples), batch_size):
-            batch = collate_seq2seq(examples[start:start + batch_size], pad_id, decoder_inputs_of(student))
-            batch = {key: value.to(device) for key, value in batch.items()}
-            targets = batch.pop("labels")
-            student_logits = student(**batch).logits
-            batch_nll, batch_count = token_nll_sum(student_logits, targets)
-            nll, count = nll + batch_nll, count + batch_count
-            if teacher is not None:
-                teacher_logits = teacher(**batch).logits.to(student_logits.device)
-                size = min(student_logits.shape[-1], teacher_logits.shape[-1])
-                mask = targets != IGNORE_INDEX
-                batch_matches, _ = top1_match_count(student_logits[..., :size], teacher_logits[..., :size], mask)
-                batch_kl, _ = token_kl_sum(student_logits[..., :size], teacher_logits[..., :size], mask)
-                matches, kl = matches + batch_matches, kl + batch_kl
-    finally:
-        for model, mode in zip(models, modes):
-            model.train(mode)
-    scores = {"nll_per_token": nll / count if count else float("nan"),
-              "perplexity": math.exp(nll / count) if count else float("nan"), "num_tokens": float(count)}
-    if teacher is not None and count:
-        scores.update({"top1_agreement": matches / count, "mean_token_kl": kl / count})
-    return scores
+    decoder_inputs = decoder_inputs_of(student)
+    batches = ({key: value.to(device) for key, value in collate_seq2seq(examples[start:start + batch_size], pad_id, decoder_inputs).items()}
+               for start in range(0, len(examples), batch_size))
+
+    def forward(model, batch):
+        inputs = {key: value for key, value in batch.items() if key != "labels"}
+        return model(**inputs).logits, batch["labels"]
+
+    return held_out_scores(student, teacher, batches, forward)
 
 
 def generate_seq2seq(model: torch.nn.Module, tokenizer, sources: Sequence[str], *, max_new_tokens: int, num_beams: int = 1,
