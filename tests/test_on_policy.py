@@ -12,7 +12,7 @@ from conftest import tiny_llama_config
 from lmdistill.config import SamplingConfig
 from lmdistill.data.collate import collate_causal
 from lmdistill.tasks.causal_rollout import prompt_lengths, student_rollout
-from lmdistill.train.transforms import should_use_student_samples
+from lmdistill.train.transforms import rollout_row_seeds, should_use_student_samples
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,10 +36,14 @@ def expected_prompts():
     return [ids[: max(start, 1)] for ids, start in ROWS]
 
 
+def seeds_for(seed, rows=len(ROWS)):
+    return [list(range(seed * 1000, seed * 1000 + rows))]
+
+
 def rollout(student, eos, *, seed=7, **sampling):
     settings = {"temperature": 1.0, "max_new_tokens": 9, **sampling}
-    return student_rollout(student, make_batch(), pad_token_id=PAD, eos_token_id=eos, sampling=SamplingConfig(**settings),
-                           generator=torch.Generator().manual_seed(seed))
+    return student_rollout(student, [make_batch()], row_seeds=seeds_for(seed), pad_token_id=PAD, eos_token_id=eos,
+                           sampling=SamplingConfig(**settings))[0]
 
 
 def split(out, row, prompt_length):
@@ -107,12 +111,23 @@ def test_seeded_and_restores_the_training_mode(student):
     student.eval()
     rollout(student, eos=None)
     assert not student.training
-    # the generator advances, so consecutive micro-batches get new samples
-    generator = torch.Generator().manual_seed(7)
+    # several batches sampled in one call: each row gets what it gets alone with its own seed
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=9)
-    a = student_rollout(student, make_batch(), pad_token_id=PAD, eos_token_id=None, sampling=sampling, generator=generator)
-    b = student_rollout(student, make_batch(), pad_token_id=PAD, eos_token_id=None, sampling=sampling, generator=generator)
-    assert torch.equal(a["input_ids"], first["input_ids"]) and not torch.equal(a["input_ids"], b["input_ids"])
+    together = student_rollout(student, [make_batch(), make_batch()], row_seeds=seeds_for(7) + seeds_for(8),
+                               pad_token_id=PAD, eos_token_id=None, sampling=sampling)
+    alone = [student_rollout(student, [make_batch()], row_seeds=seeds_for(s), pad_token_id=PAD, eos_token_id=None,
+                             sampling=sampling)[0] for s in (7, 8)]
+    for joint, single in zip(together, alone):
+        assert all(torch.equal(joint[k], single[k]) for k in single)
+    assert not torch.equal(together[0]["input_ids"], together[1]["input_ids"])
+
+
+def test_rollout_row_seeds_depend_only_on_the_micro_batch_position():
+    first = rollout_row_seeds(3, 5, 1, 0, 4)
+    assert first == rollout_row_seeds(3, 5, 1, 0, 4) and len(set(first)) == 4
+    assert rollout_row_seeds(3, 5, 1, 0, 2) == first[:2]  # the generator draws row by row
+    assert len({tuple(rollout_row_seeds(*position, 4)) for position in [(3, 5, 1, 0), (4, 5, 1, 0), (3, 6, 1, 0),
+                                                                       (3, 5, 0, 0), (3, 5, 1, 1)]}) == 5
 
 
 def test_should_use_student_samples_frequency_and_determinism():

@@ -283,8 +283,8 @@ def test_rollout_replaces_targets_with_the_students_greedy_outputs_and_rebuilds_
     student = tiny_t5(4)
     task, batch = batch_for(student)
     tokenizer = SimpleNamespace(pad_token_id=PAD, eos_token_id=EOS)
-    rolled = task.rollout(student, batch, tokenizer=tokenizer, sampling=SamplingConfig(temperature=0, max_new_tokens=5),
-                          generator=torch.Generator().manual_seed(0))
+    rolled = task.rollout(student, [batch], tokenizer=tokenizer, sampling=SamplingConfig(temperature=0, max_new_tokens=5),
+                          row_seeds=[list(range(batch["input_ids"].shape[0]))])[0]
     sources = [" ".join(map(str, example["input_ids"][:-1])) for example in EXAMPLES]
     expected = generate_seq2seq_ids(student, IdsTokenizer(), sources, max_new_tokens=5)  # checked by hand above
     for row, ids in enumerate(expected):

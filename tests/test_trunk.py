@@ -260,9 +260,12 @@ def test_on_policy_step_one_loss_is_reverse_kl_on_the_replayed_student_samples(t
     logged = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     teacher, student = _teacher_and_student(raw)
     tokenizer = load_tokenizer(str(tiny_tokenizer_dir))
+    first = _first_batch(raw, tiny_tokenizer_dir)
+    # row seeds of micro-batch 0 of step 0, drawn the way lmdistill.train.transforms.rollout_row_seeds documents
     generator = torch.Generator().manual_seed(row_seed(raw["seed"], 0, 0, 0))
-    batch = student_rollout(student, _first_batch(raw, tiny_tokenizer_dir), pad_token_id=tokenizer.pad_token_id,
-                            eos_token_id=tokenizer.eos_token_id, sampling=SamplingConfig(**sampling), generator=generator)
+    seeds = torch.randint(0, 2**62, (first["input_ids"].shape[0],), generator=generator).tolist()
+    batch = student_rollout(student, [first], row_seeds=[seeds], pad_token_id=tokenizer.pad_token_id,
+                            eos_token_id=tokenizer.eos_token_id, sampling=SamplingConfig(**sampling))[0]
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     with torch.no_grad():
         z_t, z_s = teacher(**inputs).logits[:, :-1].double(), student(**inputs).logits[:, :-1].double()

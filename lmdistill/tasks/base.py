@@ -61,9 +61,10 @@ class Task(Protocol):
 
     def evaluate(self, student, teacher, examples: list[dict], pad_token_id: int, batch_size: int, device) -> dict[str, Any]: ...
 
-    def rollout(self, student, batch: dict[str, torch.Tensor], *, tokenizer, sampling: SamplingConfig,
-                generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """The batch with its targets replaced by the student's own samples (on-policy distillation)."""
+    def rollout(self, student, batches: list[dict[str, torch.Tensor]], *, tokenizer, sampling: SamplingConfig,
+                row_seeds: list[list[int]]) -> list[dict[str, torch.Tensor]]:
+        """Each batch with its targets replaced by the student's own samples (on-policy distillation); the batches
+        are one step's micro-batches, sampled together; ``row_seeds[b][r]`` seeds row r of batch b."""
         ...
 
 

@@ -56,6 +56,6 @@ class CausalLMTask:
         renamed = {"nll_per_token": "loss"}
         return {f"eval/{renamed.get(key, key)}": value for key, value in scores.items() if key != "num_tokens"}
 
-    def rollout(self, student, batch, *, tokenizer, sampling, generator):
-        return student_rollout(student, batch, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                               sampling=sampling, generator=generator)
+    def rollout(self, student, batches, *, tokenizer, sampling, row_seeds):
+        return student_rollout(student, batches, row_seeds=row_seeds, pad_token_id=tokenizer.pad_token_id,
+                               eos_token_id=tokenizer.eos_token_id, sampling=sampling)

@@ -24,36 +24,50 @@ def prompt_lengths(labels: torch.Tensor, attention_mask: torch.Tensor) -> list[i
 
 def student_rollout(
     student: torch.nn.Module,
-    batch: dict[str, torch.Tensor],
+    batches: list[dict[str, torch.Tensor]],
     *,
+    row_seeds: list[list[int]],
     pad_token_id: int,
     eos_token_id: int | list[int] | None,
     sampling: SamplingConfig,
-    generator: torch.Generator,
-) -> dict[str, torch.Tensor]:
-    """A new right-padded causal batch: each row's prompt followed by up to ``sampling.max_new_tokens`` student samples.
+) -> list[dict[str, torch.Tensor]]:
+    """Each batch as a new right-padded causal batch: each row's prompt followed by up to ``sampling.max_new_tokens``
+    student samples. Every row of every batch is sampled in one ``generate`` call (one KV cache for the step).
 
-    batch: input_ids, attention_mask, labels (B, S), right-padded, -100 on prompt and padding. The prompt of a row
-    is its tokens before the first label ≠ -100 (the first token when the loss starts at 0). Returns input_ids,
-    attention_mask, labels (B, S'), S' = max(prompt + generated); labels = the generated ids (up to and including
-    a generated EOS, nothing after it), -100 on prompt and padding. Each row draws from its own generator seeded by
-    ``generator`` (which advances by B draws); the student runs in eval mode under no_grad and its mode is restored.
+    batches: input_ids, attention_mask, labels (B, S), right-padded, -100 on prompt and padding. The prompt of a row
+    is its tokens before the first label ≠ -100 (the first token when the loss starts at 0). ``row_seeds[b][r]``
+    seeds row r of batch b, so a row's sample does not depend on the rows beside it. Returns per batch input_ids,
+    attention_mask, labels (B, S'), S' = max(prompt + generated) over its rows; labels = the generated ids (up to
+    and including a generated EOS, nothing after it), -100 on prompt and padding. The student runs in eval mode
+    under no_grad and its mode is restored.
     """
-    input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-    lengths = prompt_lengths(labels, attention_mask)
-    prompts = [row[:length] for row, length in zip(input_ids.tolist(), lengths)]
-    seeds = torch.randint(0, 2**62, (len(prompts),), generator=generator, device=generator.device).tolist()
-    generated = sample_continuations(student, prompts, seeds, sampling, pad_token_id=pad_token_id, eos_token_id=eos_token_id)
-    width = max(len(p) + len(g) for p, g in zip(prompts, generated))
+    prompts, seeds = [], []
+    for batch, batch_seeds in zip(batches, row_seeds, strict=True):
+        lengths = prompt_lengths(batch["labels"], batch["attention_mask"])
+        prompts.append([row[:length] for row, length in zip(batch["input_ids"].tolist(), lengths)])
+        seeds.extend(batch_seeds)
+    flat_prompts = [prompt for batch_prompts in prompts for prompt in batch_prompts]
+    generated = sample_continuations(student, flat_prompts, seeds, sampling, pad_token_id=pad_token_id,
+                                     eos_token_id=eos_token_id)
+    out, offset = [], 0
+    for batch, batch_prompts in zip(batches, prompts):
+        continuations = generated[offset:offset + len(batch_prompts)]
+        offset += len(batch_prompts)
+        out.append(_causal_batch(batch_prompts, continuations, pad_token_id, batch["input_ids"].device))
+    return out
+
+
+def _causal_batch(prompts: list[list[int]], continuations: list[list[int]], pad_token_id: int, device) -> dict[str, torch.Tensor]:
+    """A right-padded batch of prompt + continuation rows, labels on the continuations only."""
+    width = max(len(p) + len(g) for p, g in zip(prompts, continuations))
     out_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
     out_mask = torch.zeros((len(prompts), width), dtype=torch.long)
     out_labels = torch.full((len(prompts), width), IGNORE_INDEX, dtype=torch.long)
-    for row, (prompt, continuation) in enumerate(zip(prompts, generated)):
+    for row, (prompt, continuation) in enumerate(zip(prompts, continuations)):
         end = len(prompt) + len(continuation)
         out_ids[row, :end] = torch.tensor(prompt + continuation, dtype=torch.long)
         out_mask[row, :end] = 1
         out_labels[row, len(prompt):end] = torch.tensor(continuation, dtype=torch.long)
-    device = input_ids.device
     return {"input_ids": out_ids.to(device), "attention_mask": out_mask.to(device), "labels": out_labels.to(device)}
 
 

@@ -118,5 +118,5 @@ class SequenceClassificationTask:
             teacher_logits = self.checked_logits(predict_logits(teacher, examples, pad_token_id, batch_size, device))
         return classification_scores(student_logits, labels, teacher_logits)
 
-    def rollout(self, student, batch, *, tokenizer, sampling, generator):
+    def rollout(self, student, batches, *, tokenizer, sampling, row_seeds):
         raise no_rollout(self.name)

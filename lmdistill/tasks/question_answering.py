@@ -70,5 +70,5 @@ class QuestionAnsweringTask:
             scores["eval/teacher_f1_agreement"] = squad_scores(predicted, as_gold)["f1"]
         return scores
 
-    def rollout(self, student, batch, *, tokenizer, sampling, generator):
+    def rollout(self, student, batches, *, tokenizer, sampling, row_seeds):
         raise no_rollout(self.name)

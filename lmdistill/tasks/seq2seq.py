@@ -63,6 +63,6 @@ class Seq2SeqLMTask:
         renamed = {"nll_per_token": "loss"}
         return {f"eval/{renamed.get(key, key)}": value for key, value in scores.items() if key != "num_tokens"}
 
-    def rollout(self, student, batch, *, tokenizer, sampling, generator):
-        return seq2seq_rollout(student, batch, tokenizer=tokenizer, sampling=sampling, generator=generator,
+    def rollout(self, student, batches, *, tokenizer, sampling, row_seeds):
+        return seq2seq_rollout(student, batches, tokenizer=tokenizer, sampling=sampling, row_seeds=row_seeds,
                                decoder_inputs=self._decoder_inputs)

@@ -31,15 +31,15 @@ def micro_batches(run: Run, step: int) -> list[tuple[list[int], dict[str, torch.
     global_indices, examples = run.batches.global_batch(step)
     rank, chunk = accelerator.process_index, train.batch_size * accelerator.num_processes
     # Micro-batch i of this process: its slice of the i-th accumulation chunk of the global batch.
-    micro = []
+    indices, batches = [], []
     for i in range(train.gradient_accumulation_steps):
         start = i * chunk + rank * train.batch_size
-        indices, chosen = global_indices[start:start + train.batch_size], examples[start:start + train.batch_size]
-        batch = {k: v.to(accelerator.device) for k, v in run.task.collate(chosen, run.tokenizer.pad_token_id).items()}
-        for transform in run.transforms:
-            batch = transform(batch, step=step, micro_index=i, rank=rank, student=run.student)
-        micro.append((indices, batch))
-    return micro
+        indices.append(global_indices[start:start + train.batch_size])
+        chosen = examples[start:start + train.batch_size]
+        batches.append({k: v.to(accelerator.device) for k, v in run.task.collate(chosen, run.tokenizer.pad_token_id).items()})
+    for transform in run.transforms:
+        batches = transform(batches, step=step, rank=rank, student=run.student)
+    return list(zip(indices, batches))
 
 
 def micro_loss(run: Run, indices: list[int], batch: dict[str, torch.Tensor], masks_counts: tuple, progress: float):
