@@ -15,6 +15,7 @@ EXPECTED = {
     "hidden_mmd": "hidden", "attention_kl": "attention", "attention_mse": "attention", "minilm": "attention",
     "minilm_v2": "attention",
     "uld": "logits", "gold_hybrid": "logits", "span_logprob_mse": "spans",  # cross-tokenizer losses
+    "token_reverse_kl": "tokens",  # on the student's own samples
 }
 
 
@@ -44,6 +45,7 @@ def test_caller_arguments_match_the_kind():
         "hidden": ["student_hidden", "teacher_hidden"],
         "attention": ["student", "teacher"],
         "spans": ["student_span_log_probs", "teacher_span_log_probs"],
+        "tokens": ["student_token_log_probs", "teacher_token_log_probs"],
     }
     for name, kind in EXPECTED.items():
         parameters = inspect.signature(get(name)).parameters

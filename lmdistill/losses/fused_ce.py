@@ -55,3 +55,40 @@ def chunked_linear_cross_entropy(
     else:
         denominator = max(float(denominator), 1.0)
     return (total / denominator).to(hidden.dtype)
+
+
+def _chunk_target_log_probs(hidden, weight, bias, targets, logit_softcap):
+    logits = F.linear(hidden, weight, bias).float()
+    if logit_softcap is not None:
+        logits = logit_softcap * torch.tanh(logits / logit_softcap)
+    return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def chunked_linear_target_log_probs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    logit_softcap: float | None = None,
+    chunk_tokens: int = 512,
+) -> torch.Tensor:
+    """log softmax(hidden @ weight.T + bias)[target] per position, float32, chunk by chunk (each chunk's logits
+    recomputed in backward), so no (N x V) tensor is ever alive.
+
+    Shapes: ``hidden`` (..., H), ``weight`` (V, H), ``targets`` and ``mask`` (...) -> (...). Only positions with
+    ``mask`` True and a target other than ``IGNORE_INDEX`` are computed; the others are 0.
+    """
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+    flat_targets = targets.reshape(-1)
+    valid = flat_targets != IGNORE_INDEX
+    if mask is not None:
+        valid = valid & mask.reshape(-1).to(torch.bool)
+    rows = valid.nonzero().squeeze(-1)
+    out = flat_hidden.new_zeros(flat_targets.shape, dtype=torch.float32)
+    pieces = [checkpoint(_chunk_target_log_probs, flat_hidden[chunk], weight, bias, flat_targets[chunk], logit_softcap,
+                         use_reentrant=False) for chunk in rows.split(chunk_tokens)]
+    if pieces:
+        out = out.index_put((rows,), torch.cat(pieces))
+    return out.reshape(targets.shape)

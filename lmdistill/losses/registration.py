@@ -10,7 +10,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
-LossKind = Literal["logits", "labels", "hidden", "attention", "spans"]
+LossKind = Literal["logits", "labels", "hidden", "attention", "spans", "tokens"]
 
 # Arguments the caller supplies (tensors and masks); everything else keyword-only is a user parameter.
 _CALLER_ARGUMENTS = {"key_mask", "query_mask", "token_map"}

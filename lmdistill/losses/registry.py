@@ -8,6 +8,8 @@ Every loss is a pure function registered under one name with a ``kind`` that tel
 - ``attention``: ``fn(student, teacher, *, key_mask=None, **params)`` on :class:`AttentionCapture` -> (B, Q)
 - ``spans``:     ``fn(student_span_log_probs, teacher_span_log_probs, **params)`` on (...) -> (...): summed
   log-probabilities of text spans aligned across two tokenizers (a cross-tokenizer teacher feeds them)
+- ``tokens``:    ``fn(student_token_log_probs, teacher_token_log_probs, **params)`` on (...) -> (...): each
+  model's log-probability of the target token (the student's own sample on on-policy batches)
 
 Per-position outputs are reduced by :func:`lmdistill.losses.reduce`, the only place that masks and normalises.
 """
@@ -18,7 +20,7 @@ from typing import Any, Callable
 
 from lmdistill.errors import UserError
 # Importing the loss modules runs their @register decorators: every name is known once this module is loaded.
-from lmdistill.losses import attention, cross_vocab, hidden, logits, relations  # noqa: F401
+from lmdistill.losses import attention, cross_vocab, hidden, logits, relations, sampled  # noqa: F401
 from lmdistill.losses.registration import _REGISTRY, LossKind, LossSpec, register
 
 __all__ = ["LossKind", "LossSpec", "get", "names", "register", "spec", "validate_params", "_REGISTRY"]

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 import torch
 
 from lmdistill.losses import reduce, spec
-from lmdistill.losses.fused_ce import chunked_linear_cross_entropy
+from lmdistill.losses.fused_ce import chunked_linear_cross_entropy, chunked_linear_target_log_probs
+from lmdistill.losses.sampled import target_log_probs
 from lmdistill.objective.features import Features, Masks
 from lmdistill.objective.terms import Term
 
@@ -35,6 +36,8 @@ class TeacherBatch(Protocol):
     # Signals that align text spans (a teacher with another tokenizer) also give
     # ``span_term(name, params, student, masks)``: the reduced value of a ``spans`` loss; the others refuse such
     # terms in their ``check_terms``.
+    # Signals with the student's vocabulary and positions also give ``target_log_probs(targets, masks)``: the
+    # teacher's log-probability of each target token (...), for ``tokens`` terms; the others refuse those.
 
 
 def compute_terms(
@@ -60,6 +63,10 @@ def compute_terms(
             values[term.label] = teacher.logit_term(term.name, params, student, masks)
         elif term.kind == "spans":
             values[term.label] = teacher.span_term(term.name, params, student, masks)
+        elif term.kind == "tokens":
+            teacher_log_probs = teacher.target_log_probs(targets, masks)
+            per_position = fn(student_target_log_probs(student, targets, masks), teacher_log_probs, **params)
+            values[term.label] = reduce(per_position, masks.loss, num_valid=masks.loss_count)
         elif term.kind == "hidden":
             values[term.label] = _hidden_term(term, fn, params, student, teacher.features, masks, projections)
         elif term.kind == "attention":
@@ -76,6 +83,15 @@ def label_term(fn, params: dict[str, Any], student: Features, targets: torch.Ten
                                             mask=masks.loss, num_valid=masks.loss_count, logit_softcap=student.logit_softcap,
                                             **params)
     return reduce(fn(student.logits, targets, **params), masks.loss, num_valid=masks.loss_count)
+
+
+def student_target_log_probs(student: Features, targets: torch.Tensor, masks: Masks) -> torch.Tensor:
+    """The student's log-probability of each target token (...), from its logits or, without them, from its last
+    hidden state and head chunk by chunk."""
+    if student.logits is None:
+        return chunked_linear_target_log_probs(student.last_hidden, student.head_weight, targets, bias=student.head_bias,
+                                               mask=masks.loss, logit_softcap=student.logit_softcap)
+    return target_log_probs(student.logits, targets)
 
 
 def _hidden_term(term, fn, params, student: Features, teacher: Features, masks: Masks, projections) -> torch.Tensor:

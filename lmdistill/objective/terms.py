@@ -21,9 +21,14 @@ class Term:
     weight: ScheduledFloat
     params: dict[str, Any]
     layer_pairs: list[tuple[int, int]] = field(default_factory=list)  # (student, teacher) 0-based block indices
+    on: str = "all"  # which batches: "all", "samples" (the student's own, on-policy) or "data" (the others)
 
     def weight_at(self, progress: float) -> float:
         return value_at(self.weight, progress)
+
+    def applies_to(self, student_samples: bool) -> bool:
+        """Whether the term is part of the objective on a batch of student samples (True) or of data (False)."""
+        return self.on == "all" or (self.on == "samples") == student_samples
 
     def params_at(self, progress: float) -> dict[str, Any]:
         return {k: value_at(v, progress) if k == "temperature" else v for k, v in self.params.items()}
@@ -50,7 +55,8 @@ def build_terms(configs: list[TermConfig], *, student_layers: int, teacher_layer
         pairs: list[tuple[int, int]] = []
         if loss.kind in ("hidden", "attention"):
             pairs = _layer_pairs(config, student_layers, teacher_layers)
-        terms.append(Term(label=label, name=config.name, kind=loss.kind, weight=config.weight, params=config.params, layer_pairs=pairs))
+        terms.append(Term(label=label, name=config.name, kind=loss.kind, weight=config.weight, params=config.params,
+                          layer_pairs=pairs, on=config.on))
     return terms
 
 
@@ -74,7 +80,7 @@ def _layer_pairs(config: TermConfig, student_layers: int, teacher_layers: int) -
 def needs_of(terms: list[Term]) -> Needs:
     kinds = {term.kind for term in terms}
     return Needs(
-        logits=bool(kinds & {"logits", "labels", "spans"}),
+        logits=bool(kinds & {"logits", "labels", "spans", "tokens"}),
         hidden_states="hidden" in kinds,
         attentions="attention" in kinds,
         teacher=bool(kinds - {"labels"}),

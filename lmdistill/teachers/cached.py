@@ -50,6 +50,9 @@ class CachedTeacher:
         for term in terms:
             if term.kind in ("hidden", "attention"):
                 raise UserError(f"objective term {term.name!r} needs teacher {term.kind} states; a teacher cache holds logits only")
+            if term.kind == "tokens":
+                raise UserError(f"objective term {term.name!r} scores the student's own samples with the teacher; a "
+                                "teacher cache holds only the training data's signal, so use teacher.path")
             if term.kind == "logits":
                 sparse_version(term.name)  # UserError for a loss without a sparse version
 

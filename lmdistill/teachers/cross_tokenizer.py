@@ -122,6 +122,9 @@ class CrossTokenizerTeacher:
             if term.kind in ("hidden", "attention"):
                 raise UserError(f"objective term {term.name!r} compares {term.kind} states position by position; a teacher "
                                 "with another tokenizer has other positions: use uld, gold_hybrid or span_logprob_mse")
+            if term.kind == "tokens":
+                raise UserError(f"objective term {term.name!r} reads the teacher's log-probability of each student "
+                                "token; a teacher with another tokenizer has other tokens: use uld or gold_hybrid")
             if term.kind == "logits" and term.name not in CROSS_VOCAB_LOSSES:
                 raise UserError(f"loss {term.name!r} compares distributions over one vocabulary; with a teacher of another "
                                 f"tokenizer use one of {', '.join(sorted(CROSS_VOCAB_LOSSES))} (or span_logprob_mse)")

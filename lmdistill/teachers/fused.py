@@ -15,6 +15,7 @@ import torch
 from lmdistill.errors import UserError
 from lmdistill.losses.cross_vocab import CROSS_VOCAB_LOSSES
 from lmdistill.losses.fused import fused_linear_divergence
+from lmdistill.losses.fused_ce import chunked_linear_target_log_probs
 from lmdistill.models.heads import run_without_head
 from lmdistill.objective import Features, Masks, Needs, forward_features
 from lmdistill.teachers.base import refuse_span_terms
@@ -35,6 +36,13 @@ class FusedTeacherBatch:
             teacher_bias=None if teacher.head_bias is None else teacher.head_bias[:size],
             divergence=name, mask=masks.loss, num_valid=masks.loss_count, logit_softcap=student.logit_softcap, **params,
         )
+
+    def target_log_probs(self, targets: torch.Tensor, masks: Masks) -> torch.Tensor:
+        teacher = self.features
+        with torch.no_grad():
+            return chunked_linear_target_log_probs(teacher.last_hidden, teacher.head_weight, targets,
+                                                   bias=teacher.head_bias, mask=masks.loss,
+                                                   logit_softcap=teacher.logit_softcap)
 
 
 class FusedTeacher:

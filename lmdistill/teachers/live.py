@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from lmdistill.losses import reduce, spec
+from lmdistill.losses.sampled import target_log_probs
 from lmdistill.objective import Features, Masks, Needs, forward_features
 from lmdistill.teachers.base import refuse_span_terms
 
@@ -27,6 +28,9 @@ class DenseTeacherBatch:
     def logit_term(self, name: str, params: dict[str, Any], student: Features, masks: Masks) -> torch.Tensor:
         student_logits, teacher_logits = shared_vocab(student.logits, self.features.logits)
         return reduce(spec(name).fn(student_logits, teacher_logits, **params), masks.loss, num_valid=masks.loss_count)
+
+    def target_log_probs(self, targets: torch.Tensor, masks: Masks) -> torch.Tensor:
+        return target_log_probs(self.features.logits, targets)
 
 
 class LiveTeacher:

@@ -42,6 +42,10 @@ class MixtureTeacherBatch:
         mixed = mix_teachers(self.mixture, params.get("temperature", 1.0))
         return DenseTeacherBatch(replace(self.features, logits=mixed)).logit_term(name, params, student, masks)
 
+    def target_log_probs(self, targets: torch.Tensor, masks: Masks) -> torch.Tensor:
+        mixed = mix_teachers(self.mixture, 1.0)  # the mixture itself, not a tempered one
+        return DenseTeacherBatch(replace(self.features, logits=mixed)).target_log_probs(targets, masks)
+
 
 class MixtureTeacher:
     """Weighted teachers run on every micro-batch; ``feature_index`` names the one whose features are used."""

@@ -15,6 +15,7 @@ import torch
 
 from lmdistill.objective import Masks, compute_terms, forward_features, total_loss
 from lmdistill.train.run import Run
+from lmdistill.train.transforms import STUDENT_SAMPLES
 
 
 @dataclass
@@ -50,8 +51,9 @@ def micro_loss(run: Run, indices: list[int], batch: dict[str, torch.Tensor], mas
     targets, loss_mask = run.task.targets(batch)
     loss_count, token_count = masks_counts
     masks = Masks(loss=loss_mask, tokens=batch["attention_mask"].bool(), loss_count=loss_count, token_count=token_count)
-    values = compute_terms(run.terms, student, teacher, targets, masks, run.projections, progress)
-    return total_loss(run.terms, values, progress), values
+    terms = [term for term in run.terms if term.applies_to(STUDENT_SAMPLES in batch)]
+    values = compute_terms(terms, student, teacher, targets, masks, run.projections, progress)
+    return total_loss(terms, values, progress), values
 
 
 def train_step(run: Run, step: int) -> StepResult:
