@@ -285,6 +285,9 @@ class TrainConfig(Strict):
     precision: Literal["no", "bf16", "fp16"] = "no"
     log_every: int = Field(default=10, ge=1)
     eval_every: int | None = Field(default=None, ge=1)
+    # At each evaluation the student also samples once from this many held-out prompts (the on_policy sampling
+    # settings, else temperature 1): the teacher's NLL of the samples, distinct-2 and the share that loop.
+    eval_samples: int = Field(default=0, ge=0)
     save_every: int | None = Field(default=None, ge=1)
     keep_checkpoints: int = Field(default=2, ge=1)
     max_bad_steps: int = Field(default=5, ge=1)  # consecutive non-finite losses before the run stops

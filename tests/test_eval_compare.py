@@ -73,6 +73,32 @@ def test_eval_command_writes_the_report_format(saved_models, tmp_path, capsys):
     written = json.loads(out.read_text())["models"]
     assert set(written) == {"teacher", "student"} and written["student"]["perplexity"] > 1
     assert "student" in capsys.readouterr().out
+    for row in written.values():  # both held-out prompts sampled by default
+        assert row["teacher_nll_of_samples"] > 0 and 0 < row["distinct_2"] <= 1 and 0 <= row["loop_rate"] <= 1
+
+
+def test_sample_metrics_of_a_copy_of_the_teacher_equal_the_teachers(saved_models):
+    """Same weights, same seeds: the copy's samples are the teacher's, scored by the teacher."""
+    from lmdistill.config import SamplingConfig
+    from lmdistill.eval.compare import compare_model_dirs
+    from lmdistill.eval.sample_quality import sample_quality
+
+    folders, data, texts, tokenizer = saved_models
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=8)
+    models = compare_model_dirs({"copy": folders["teacher"], "student": folders["student"]}, str(data),
+                                teacher=folders["teacher"], sample_prompts=2, sampling=sampling, speed_rounds=1).models
+    keys = ("teacher_nll_of_samples", "distinct_2", "loop_rate", "sample_tokens")
+    assert {k: models["copy"][k] for k in keys} == {k: models["teacher"][k] for k in keys}
+    # the student's row: its samples from the held-out prompts (text data: the first half of each text, at most 16 tokens)
+    prompts = []
+    for text in texts:
+        ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+        prompts.append(ids[:min(16, len(ids) // 2)])
+    student = AutoModelForCausalLM.from_pretrained(folders["student"]).eval()
+    teacher = AutoModelForCausalLM.from_pretrained(folders["teacher"]).eval()
+    by_hand = sample_quality(student, teacher, prompts, sampling=sampling, seed=0, pad_id=tokenizer.pad_token_id or 0,
+                             eos_token_id={tokenizer.eos_token_id}, batch_size=4, device="cpu")
+    assert {k: models["student"][k] for k in keys} == pytest.approx(by_hand)
 
 
 def test_report_from_a_real_tiny_run(tmp_path, gpt2_tokenizer_dir):

@@ -139,3 +139,42 @@ def test_a_resumed_on_policy_run_replays_the_same_samples(tmp_path, tiny_tokeniz
     assert all(len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b)) for a, b in zip(drawn, whole))
     a, b = (load_file(str(tmp_path / name / "student" / "model.safetensors")) for name in ("whole", "resumed"))
     assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_evaluation_during_training_scores_the_students_samples(tmp_path, tiny_tokenizer_dir, tiny_data):
+    """train.eval_samples: each eval row holds the teacher NLL, distinct-2 and loop rate of the student's samples;
+    the last one equals those metrics computed on the exported student (same prompts, same seeds)."""
+    from lmdistill.eval.sample_quality import prompt_length, sample_quality
+
+    raw = _run_config(tmp_path / "run", tiny_tokenizer_dir, tiny_data,
+                      objective=[{"name": "token_reverse_kl", "on": "samples"}, {"name": "forward_kl", "on": "data"}],
+                      on_policy={"lmbda": 0.5, "sampling": SAMPLING},
+                      train={"max_steps": 4, "eval_every": 2, "eval_samples": 3})
+    raw["data"]["eval_fraction"] = 0.25
+    lmdistill.distill(raw)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [row for row in rows if row["split"] == "eval"]
+    assert [row["step"] for row in evals] == [2, 4]
+    tokenizer = load_tokenizer(str(tiny_tokenizer_dir))
+    _, held_out = get_task("causal_lm").load_datasets(DataConfig(**raw["data"]), tokenizer, raw["seed"])
+    prompts = [example["input_ids"][:prompt_length(example)] for example in held_out[:3]]
+    teacher, _ = _teacher_and_student(raw)
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "student").eval()
+    expected = sample_quality(student, teacher, prompts, sampling=SamplingConfig(**SAMPLING), seed=raw["seed"],
+                              pad_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, batch_size=4, device="cpu")
+    for key, value in expected.items():
+        assert evals[-1][f"eval/{key}"] == pytest.approx(value, rel=1e-5)
+
+
+def test_eval_samples_is_refused_for_a_task_that_does_not_continue_prompts(tmp_path, tiny_tokenizer_dir, tiny_data, capsys):
+    from lmdistill.cli import main
+    from robust_helpers import write_config
+
+    raw = tiny_config(tmp_path / "run", tiny_tokenizer_dir, tiny_data, task="sequence_classification",
+                      data={"train": str(tiny_data), "text_field": "text", "label_field": "label"},
+                      objective=[{"name": "ce"}], train={"max_steps": 1, "batch_size": 2, "eval_samples": 2})
+    raw.pop("teacher"), raw.pop("student")
+    raw["student"] = {"config": {"model_type": "bert", "vocab_size": VOCAB, "hidden_size": 16, "num_hidden_layers": 1,
+                                 "num_attention_heads": 2, "intermediate_size": 32}}
+    assert main(["train", "--config", str(write_config(tmp_path / "c.yaml", raw))]) == 2
+    assert "train.eval_samples" in capsys.readouterr().err

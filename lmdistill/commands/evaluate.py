@@ -25,6 +25,11 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--output", help="write the results as JSON (the report's evaluation.json format)")
+    parser.add_argument("--sample-prompts", type=int, default=32, metavar="N",
+                        help="each model samples once from the first N held-out prompts: the teacher's NLL of the samples, "
+                        "distinct-2 and the share of samples that loop (0: skip)")
+    parser.add_argument("--sample-temperature", type=float, default=1.0, help="sampling temperature of those samples")
+    parser.add_argument("--sample-top-p", type=float, default=1.0, help="top-p of those samples")
     parser.add_argument("--task", default="causal_lm", choices=["causal_lm", "question_answering", "seq2seq_lm"],
                         help="question_answering: SQuAD-format --data, scored with exact match and F1; seq2seq_lm: "
                         "source/target pairs, generated and scored with BLEU/chrF/TER/ROUGE/METEOR")
@@ -45,6 +50,20 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source-prefix", default="", help="seq2seq_lm: put before every source, e.g. 'translate English to German: '")
     parser.add_argument("--num-beams", type=int, default=1, help="seq2seq_lm: 1 = greedy, more = beam search")
     parser.add_argument("--outputs", help="seq2seq_lm: write each model's outputs as JSON {name: [text, ...]} here")
+
+
+def _sampling(args: argparse.Namespace):
+    from pydantic import ValidationError
+
+    from lmdistill.config import SamplingConfig
+
+    if args.sample_prompts < 0:
+        raise UserError(f"--sample-prompts {args.sample_prompts} is negative; give a count (0 skips the samples)")
+    try:
+        return SamplingConfig(temperature=args.sample_temperature, top_p=args.sample_top_p, max_new_tokens=args.max_new_tokens)
+    except ValidationError:
+        raise UserError(f"--sample-temperature must be >= 0 and --sample-top-p in (0, 1]; got {args.sample_temperature} "
+                        f"and {args.sample_top_p}") from None
 
 
 def _named_models(values: list[str]) -> dict[str, str]:
@@ -79,6 +98,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             models, args.data, teacher=args.teacher, data_format=args.format, text_field=args.text_field,
             prompt_field=args.prompt_field, completion_field=args.completion_field, reference_field=args.reference_field,
             max_examples=args.max_examples, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
+            sample_prompts=args.sample_prompts, sampling=_sampling(args),
         )
         table = Table()
         for column in SUMMARY_COLUMNS:

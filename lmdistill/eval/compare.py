@@ -13,15 +13,15 @@ from typing import Any
 
 import torch
 
-from lmdistill.config import DataConfig, DataFormat
+from lmdistill.config import DataConfig, DataFormat, SamplingConfig
 from lmdistill.data.causal import load_causal_datasets
 from lmdistill.data.readers import read_records
 from lmdistill.errors import UserError
 from lmdistill.eval.bits_per_byte import text_bits_per_byte
 from lmdistill.eval.footprint import measure_speeds, model_footprint, shape_key
 from lmdistill.eval.held_out import causal_lm_scores
-from lmdistill.eval.runner import evaluate_generation, greedy_from_ids
-from lmdistill.losses import IGNORE_INDEX
+from lmdistill.eval.runner import eos_token_ids, evaluate_generation, greedy_from_ids
+from lmdistill.eval.sample_quality import prompt_length, sample_quality
 from lmdistill.models.loading import load_model, load_tokenizer
 
 
@@ -56,6 +56,9 @@ def compare_model_dirs(
     latency_tokens: int = 128,
     samples: int = 0,
     speed_rounds: int = 3,
+    sample_prompts: int = 0,
+    sampling: SamplingConfig | None = None,
+    sample_seed: int = 0,
 ) -> Comparison:
     """Every model: ``bits_per_byte`` of the held-out text (text data; each model with its own tokenizer, so models of
     different tokenizers compare), ``perplexity`` over the loss positions (completion tokens for prompt/completion or chat data),
@@ -64,7 +67,10 @@ def compare_model_dirs(
     with the KV cache), measured once per model shape in interleaved rounds. With a teacher, each other model also
     gets ``top1_agreement`` and ``mean_token_kl`` = KL(teacher || model) per token. With ``reference_field`` (prompt
     data), greedy generations are scored with ROUGE-1/2/L, BLEU and chrF. ``samples`` > 0: the first ``samples``
-    held-out prompts (the tokens before the first scored one) with every model's greedy answer.
+    held-out prompts (the tokens before the first scored one) with every model's greedy answer. ``sample_prompts``
+    > 0: each model samples once (``sampling``; default temperature 1, ``max_new_tokens``) from that many held-out
+    prompts and gets ``distinct_2``, ``loop_rate``, ``sample_tokens`` and, with a teacher,
+    ``teacher_nll_of_samples`` (:mod:`lmdistill.eval.sample_quality`; the teacher's row scores its own samples).
     """
     ordered = ({"teacher": teacher} if teacher is not None else {}) | dict(models)
     tokenizer = load_tokenizer(str(teacher if teacher is not None else next(iter(models.values()))))
@@ -82,6 +88,8 @@ def compare_model_dirs(
         prompts = [str(r[prompt_field]) for r in records]
         references = [str(r[reference_field]) for r in records]
     shown = [_prompt_and_answer(example, tokenizer) for example in examples[:samples]]
+    sample_ids = [example["input_ids"][:prompt_length(example)] for example in examples[:sample_prompts]]
+    sampling = sampling or SamplingConfig(temperature=1.0, max_new_tokens=max_new_tokens)
     comparison = Comparison({}, [{"prompt": prompt, "reference": answer} for prompt, _, answer in shown])
     teacher_model = load_model(str(teacher), what="teacher").eval() if teacher is not None else None
     # Bits per byte: every model reads the held-out text with its own tokenizer (comparable across tokenizers).
@@ -104,6 +112,13 @@ def compare_model_dirs(
             row["bits_per_byte"] = text_bits_per_byte(model, own_tokenizer, texts, max_length=max_length, batch_size=batch_size)["bits_per_byte"]
         if references is not None:
             row.update(evaluate_generation(model, tokenizer, prompts, references, max_new_tokens=max_new_tokens, batch_size=batch_size))
+        if sample_ids and same_vocabulary:
+            quality = sample_quality(model, teacher_model if teacher_model is not None else model, sample_ids,
+                                     sampling=sampling, seed=sample_seed, pad_id=tokenizer.pad_token_id,
+                                     eos_token_id=eos_token_ids(model, tokenizer), batch_size=batch_size, device=torch.device("cpu"))
+            if teacher_model is None:
+                quality.pop("teacher_nll_of_samples")
+            row.update(quality)
         if shown:
             prompt_ids = ([ids for _, ids, _ in shown] if same_vocabulary else
                           [own_tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt, _, _ in shown])
@@ -125,10 +140,7 @@ def compare_model_dirs(
 def _prompt_and_answer(example: dict[str, list[int]], tokenizer) -> tuple[str, list[int], str]:
     """(prompt text, prompt ids, reference answer) of a held-out example: the tokens before its first scored token
     (for plain text, its first 16 tokens), and the rest."""
-    ids, labels = example["input_ids"], example["labels"]
-    first = next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(ids))
-    if first == 0:
-        first = min(16, len(ids) // 2)
+    ids, first = example["input_ids"], prompt_length(example)
     return (tokenizer.decode(ids[:first], skip_special_tokens=False), ids[:first],
             tokenizer.decode(ids[first:], skip_special_tokens=True).strip())
 
@@ -165,9 +177,12 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
                      significant(row["perplexity"]),
                      f"{row['top1_agreement']:.2f}" if "top1_agreement" in row else "-",
                      significant(row["mean_token_kl"], 2) if "mean_token_kl" in row else "-",
-                     f"{row['bits_per_byte']:.3f}" if "bits_per_byte" in row else "-"])
+                     f"{row['bits_per_byte']:.3f}" if "bits_per_byte" in row else "-",
+                     significant(row["teacher_nll_of_samples"]) if "teacher_nll_of_samples" in row else "-",
+                     f"{row['distinct_2']:.2f}" if "distinct_2" in row else "-",
+                     f"{row['loop_rate']:.2f}" if "loop_rate" in row else "-"])
     return rows
 
 
 SUMMARY_COLUMNS = ("model", "layers", "params", "decode speed-up", "forward speed-up", "perplexity", "top-1 agree", "KL(t||m)",
-                   "bits/byte")
+                   "bits/byte", "teacher NLL of samples", "distinct-2", "loop rate")

@@ -77,7 +77,7 @@ def evaluate_causal_lm(
     return {**scores, "bits_per_byte": bits_per_byte(scores["nll_per_token"] * scores["num_tokens"], scored_bytes)}
 
 
-def _eos_ids(model: torch.nn.Module, tokenizer) -> set[int]:
+def eos_token_ids(model: torch.nn.Module, tokenizer) -> set[int]:
     config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     candidates = config_eos if isinstance(config_eos, list) else [config_eos]
     return {int(x) for x in [*candidates, tokenizer.eos_token_id] if x is not None}
@@ -100,7 +100,7 @@ def greedy_from_ids(
     """Greedy continuations of tokenised prompts (e.g. a chat rendered up to the assistant turn), decoded like
     :func:`generate_greedy`."""
     pad_id = _pad_id(tokenizer)
-    eos_ids = _eos_ids(model, tokenizer)
+    eos_ids = eos_token_ids(model, tokenizer)
     device = _device(model)
     outputs: list[str] = []
     was_training = model.training

@@ -28,6 +28,7 @@ class Task(Protocol):
     headless_logits: ClassVar[bool]  # logit terms may run fused from the last hidden state and the lm_head
     pipeline_tag: ClassVar[str]  # the Hugging Face Hub pipeline tag of a trained student (its model card)
     feature_kinds: ClassVar[frozenset[str]]  # the feature-term kinds ("hidden", "attention") its models' outputs feed
+    samples_from_prompts: ClassVar[bool]  # its students continue prompts (train.eval_samples can score samples)
 
     def bind_model(self, model) -> None:
         """Learn what collation needs from the student before the first batch (seq2seq: the model's own rule for
@@ -75,6 +76,9 @@ def check_config(task: Task, config: RunConfig) -> None:
         if kind in ("hidden", "attention") and kind not in task.feature_kinds:
             raise UserError(f"objective term {term.name} ({kind} states) is not available for task {task.name}; "
                             "use logit and label terms (e.g. forward_kl, ce)")
+    if config.train.eval_samples and not task.samples_from_prompts:
+        raise UserError(f"train.eval_samples scores text a student samples after a prompt; task {task.name} does not "
+                        "continue prompts, so set train.eval_samples: 0")
     unused = sorted(set(config.data.model_fields_set) - COMMON_DATA_FIELDS - task.data_fields)
     if unused:
         raise UserError(f"data.{unused[0]} does not apply to task {task.name}; remove it from the config "

@@ -22,6 +22,7 @@ class CausalLMTask:
     headless_logits = True
     pipeline_tag = "text-generation"
     feature_kinds = frozenset({"hidden", "attention"})
+    samples_from_prompts = True
 
     def bind_model(self, model):
         return None

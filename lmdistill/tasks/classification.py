@@ -61,6 +61,7 @@ class SequenceClassificationTask:
     headless_logits = False
     pipeline_tag = "text-classification"
     feature_kinds = frozenset({"hidden", "attention"})
+    samples_from_prompts = False
 
     def __init__(self):
         self.largest_label = -1

@@ -24,6 +24,7 @@ class QuestionAnsweringTask:
     headless_logits = False
     pipeline_tag = "question-answering"
     feature_kinds = frozenset({"hidden", "attention"})
+    samples_from_prompts = False
 
     def __init__(self):
         self.eval_questions: list[dict] = []

@@ -26,6 +26,7 @@ class Seq2SeqLMTask:
     # Encoder/decoder/cross-attention feature terms need per-stack layer maps and masks: not built yet.
     pipeline_tag = "text2text-generation"
     feature_kinds = frozenset()
+    samples_from_prompts = False
 
     def __init__(self):
         self._decoder_inputs: DecoderInputs | None = None

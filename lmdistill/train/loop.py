@@ -9,7 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmdistill.config import RunConfig
+from lmdistill.config import RunConfig, SamplingConfig
+from lmdistill.eval.sample_quality import prompt_length, sample_quality
 from lmdistill.errors import UserError
 from lmdistill.report.model_card import write_model_card
 from lmdistill.report.publish import push_run
@@ -66,6 +67,8 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
                 teacher_model = run.teacher.model if run.teacher is not None else None
                 scores = run.task.evaluate(run.student, teacher_model, run.eval_examples, run.tokenizer.pad_token_id,
                                            train.batch_size, run.accelerator.device)
+                if train.eval_samples:
+                    scores |= _sample_scores(run, teacher_model)
                 metrics.write({"step": step, "split": "eval", **scores})
             stop.requested = stop.requested or (stop_after is not None and step >= stop_after)
             if (train.save_every and step % train.save_every == 0) or stop.requested or step == total:
@@ -83,6 +86,22 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
             log.info("pushed to %s", push_run(run.output_dir, hub.push_to_hub, private=hub.private))
     run.accelerator.wait_for_everyone()
     return RunResult(run.output_dir, student_dir, step, loss, run.skipped_steps, stopped_early=step < total)
+
+
+def _sample_scores(run: Run, teacher_model) -> dict[str, float]:
+    """``eval/`` scores of the student's samples from the first ``train.eval_samples`` held-out prompts (the same
+    prompts and seeds at every evaluation); the teacher NLL of the samples needs a live teacher."""
+    examples = run.eval_examples[:run.config.train.eval_samples]
+    prompts = [example["input_ids"][:prompt_length(example)] for example in examples]
+    on_policy = run.config.on_policy
+    sampling = on_policy.sampling if on_policy is not None else SamplingConfig()
+    scores = sample_quality(run.student, teacher_model if teacher_model is not None else run.student, prompts,
+                            sampling=sampling, seed=run.config.seed, pad_id=run.tokenizer.pad_token_id,
+                            eos_token_id=run.tokenizer.eos_token_id, batch_size=run.config.train.batch_size,
+                            device=run.accelerator.device)
+    if teacher_model is None:
+        scores.pop("teacher_nll_of_samples")
+    return {f"eval/{key}": value for key, value in scores.items()}
 
 
 def _skip_bad_step(run: Run, step: int, bad_in_a_row: int, metrics: MetricsLog) -> None:
