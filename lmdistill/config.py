@@ -270,6 +270,16 @@ def _parse_schedule(value: Any, where: str) -> ScheduledFloat:
     raise ValueError(f"{where} must be a number or {{start, end}}")
 
 
+class SamplingConfig(Strict):
+    """Sampling for generation (teacher pseudo data, student rollouts). ``temperature`` here is the *sampling*
+    temperature; the distillation temperature of a loss term is a different setting on that term."""
+
+    temperature: float = Field(default=1.0, ge=0)  # 0 = greedy
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int = Field(default=0, ge=0)  # 0 = off
+    max_new_tokens: int = Field(default=64, ge=1)
+
+
 class TrainConfig(Strict):
     """Optimisation: steps or epochs, batch, accumulation, AdamW with warmup + cosine, clipping, precision."""
 
@@ -285,9 +295,10 @@ class TrainConfig(Strict):
     precision: Literal["no", "bf16", "fp16"] = "no"
     log_every: int = Field(default=10, ge=1)
     eval_every: int | None = Field(default=None, ge=1)
-    # At each evaluation the student also samples once from this many held-out prompts (the on_policy sampling
-    # settings, else temperature 1): the teacher's NLL of the samples, distinct-2 and the share that loop.
+    # At each evaluation the student also samples once from this many held-out prompts: the teacher's NLL of the
+    # samples, distinct-2 and the share that loop.
     eval_samples: int = Field(default=0, ge=0)
+    eval_sampling: SamplingConfig | None = None  # how those samples are drawn (default: on_policy.sampling)
     save_every: int | None = Field(default=None, ge=1)
     keep_checkpoints: int = Field(default=2, ge=1)
     max_bad_steps: int = Field(default=5, ge=1)  # consecutive non-finite losses before the run stops
@@ -303,16 +314,6 @@ class TrainConfig(Strict):
         if (self.max_steps is None) == (self.epochs is None):
             raise ValueError("set exactly one of max_steps, epochs")
         return self
-
-
-class SamplingConfig(Strict):
-    """Sampling for generation (teacher pseudo data, student rollouts). ``temperature`` here is the *sampling*
-    temperature; the distillation temperature of a loss term is a different setting on that term."""
-
-    temperature: float = Field(default=1.0, ge=0)  # 0 = greedy
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: int = Field(default=0, ge=0)  # 0 = off
-    max_new_tokens: int = Field(default=64, ge=1)
 
 
 class OnPolicyConfig(Strict):

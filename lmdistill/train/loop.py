@@ -65,11 +65,12 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
                                **{f"loss/{label}": value for label, value in result.values.items()}})
             if run.eval_examples and train.eval_every and (step % train.eval_every == 0 or step == total):
                 teacher_model = run.teacher.model if run.teacher is not None else None
+                eval_started = time.perf_counter()
                 scores = run.task.evaluate(run.student, teacher_model, run.eval_examples, run.tokenizer.pad_token_id,
                                            train.batch_size, run.accelerator.device)
                 if train.eval_samples:
                     scores |= _sample_scores(run, teacher_model)
-                metrics.write({"step": step, "split": "eval", **scores})
+                metrics.write({"step": step, "split": "eval", **scores, "eval_s": time.perf_counter() - eval_started})
             stop.requested = stop.requested or (stop_after is not None and step >= stop_after)
             if (train.save_every and step % train.save_every == 0) or stop.requested or step == total:
                 run.save(step)
@@ -90,11 +91,12 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
 
 def _sample_scores(run: Run, teacher_model) -> dict[str, float]:
     """``eval/`` scores of the student's samples from the first ``train.eval_samples`` held-out prompts (the same
-    prompts and seeds at every evaluation); the teacher NLL of the samples needs a live teacher."""
+    prompts and seeds at every evaluation; ``train.eval_sampling``, else the on-policy sampling, else temperature 1);
+    the teacher NLL of the samples needs a live teacher."""
     examples = run.eval_examples[:run.config.train.eval_samples]
     prompts = [example["input_ids"][:prompt_length(example)] for example in examples]
-    on_policy = run.config.on_policy
-    sampling = on_policy.sampling if on_policy is not None else SamplingConfig()
+    train, on_policy = run.config.train, run.config.on_policy
+    sampling = train.eval_sampling or (on_policy.sampling if on_policy is not None else SamplingConfig())
     scores = sample_quality(run.student, teacher_model if teacher_model is not None else run.student, prompts,
                             sampling=sampling, seed=run.config.seed, pad_id=run.tokenizer.pad_token_id,
                             eos_token_id=run.tokenizer.eos_token_id, batch_size=run.config.train.batch_size,
