@@ -50,9 +50,9 @@ SAMPLING = {"temperature": 1.0, "top_p": 1.0}
 METHODS = {  # name -> (objective, on_policy lambda or None, steps multiplier)
     "off_policy": ([{"name": "forward_kl"}], None, 1),
     "off_policy_2x": ([{"name": "forward_kl"}], None, 2),
-    "token_rkl": ([{"name": "token_reverse_kl", "on": "samples"}], 1.0, 1),
+    "token_rkl": ([{"name": "token_reverse_kl", "batches": "samples"}], 1.0, 1),
     "gkd": ([{"name": "jsd", "beta": 0.5}], 0.5, 1),
-    "mix": ([{"name": "token_reverse_kl", "on": "samples"}, {"name": "forward_kl", "on": "data"}], 0.5, 1),
+    "mix": ([{"name": "token_reverse_kl", "batches": "samples"}, {"name": "forward_kl", "batches": "data"}], 0.5, 1),
 }
 LABELS = {
     "off_policy": "off-policy forward KL on teacher answers",

@@ -242,8 +242,8 @@ class TermConfig(BaseModel):
     weight: ScheduledFloat = 1.0
     layers: Literal["uniform", "last"] | list[tuple[int, int]] = "uniform"
     # On-policy runs: which batches the term is part of: every batch, the student's own samples, or the others
-    # (the data, e.g. teacher answers): `{name: token_reverse_kl, on: samples}` + `{name: forward_kl, on: data}`.
-    on: Literal["all", "samples", "data"] = "all"
+    # (the data, e.g. teacher answers): `{name: token_reverse_kl, batches: samples}` + `{name: forward_kl, batches: data}`.
+    batches: Literal["all", "samples", "data"] = "all"
 
     @property
     def params(self) -> dict[str, Any]:
@@ -374,19 +374,19 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _batch_selection(self) -> "RunConfig":
         for term in self.objective:
-            if term.on != "all" and self.on_policy is None:
-                raise ValueError(f"objective term {term.name} has on: {term.on}, which chooses between the student's "
-                                 "samples and the data; add on_policy: {lmbda: ...} or remove `on`")
-            sampled_only = term.on == "samples" or (self.on_policy is not None and self.on_policy.lmbda == 1)
+            if term.batches != "all" and self.on_policy is None:
+                raise ValueError(f"objective term {term.name} has batches: {term.batches}, which chooses between the student's "
+                                 "samples and the data; add on_policy: {lmbda: ...} or remove `batches`")
+            sampled_only = term.batches == "samples" or (self.on_policy is not None and self.on_policy.lmbda == 1)
             if registry.spec(term.name).kind == "tokens" and not sampled_only:
                 raise ValueError(f"objective term {term.name} scores tokens drawn from the student, so it applies to "
-                                 f"student samples only: set on: samples on it (and on_policy: {{lmbda: ...}})")
+                                 f"student samples only: set batches: samples on it (and on_policy: {{lmbda: ...}})")
         if self.on_policy is not None:
             lmbda = self.on_policy.lmbda
             for kind, present in (("samples", lmbda > 0), ("data", lmbda < 1)):
-                if present and not any(term.on in ("all", kind) for term in self.objective):
+                if present and not any(term.batches in ("all", kind) for term in self.objective):
                     raise ValueError(f"with on_policy.lmbda={lmbda} some batches are {kind} batches but no objective "
-                                     f"term applies to them; add a term with on: {kind} (or on: all)")
+                                     f"term applies to them; add a term with batches: {kind} (or batches: all)")
         return self
 
     @model_validator(mode="after")

@@ -52,7 +52,7 @@ def test_step_one_loss_is_the_mean_log_ratio_on_the_replayed_samples(tmp_path, t
     """λ = 1, token_reverse_kl alone: the logged loss is mean(log p_s(y) − log p_t(y)) over the sampled tokens,
     computed here from the models' full logits (the fused path computes it chunk by chunk from hidden states)."""
     raw = _run_config(tmp_path / "run", tiny_tokenizer_dir, tiny_data,
-                      objective=[{"name": "token_reverse_kl", "on": "samples"}],
+                      objective=[{"name": "token_reverse_kl", "batches": "samples"}],
                       on_policy={"lmbda": 1.0, "sampling": SAMPLING},
                       train={"fused_vocab_threshold": 1 if fused else 8192})
     lmdistill.distill(raw)
@@ -77,8 +77,8 @@ def test_step_one_loss_is_the_mean_log_ratio_on_the_replayed_samples(tmp_path, t
 
 
 def test_terms_on_samples_and_on_data_split_the_batches(tmp_path, tiny_tokenizer_dir, tiny_data):
-    """λ = 1: every batch holds student samples, so an `on: data` term never enters; λ = 0 the reverse."""
-    objective = [{"name": "reverse_kl", "on": "samples"}, {"name": "forward_kl", "on": "data"}]
+    """λ = 1: every batch holds student samples, so an `batches: data` term never enters; λ = 0 the reverse."""
+    objective = [{"name": "reverse_kl", "batches": "samples"}, {"name": "forward_kl", "batches": "data"}]
     train = {"max_steps": 2}
     sampled = _run_config(tmp_path / "sampled", tiny_tokenizer_dir, tiny_data, objective=objective, train=train,
                           on_policy={"lmbda": 1.0, "sampling": SAMPLING})
@@ -98,10 +98,10 @@ def test_terms_on_samples_and_on_data_split_the_batches(tmp_path, tiny_tokenizer
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"objective": [{"name": "forward_kl", "on": "samples"}]}, "add on_policy"),
-    ({"objective": [{"name": "token_reverse_kl"}], "on_policy": {"lmbda": 0.5}}, "set on: samples"),
-    ({"objective": [{"name": "token_reverse_kl", "on": "samples"}], "on_policy": {"lmbda": 0.5}}, "add a term with on: data"),
-    ({"objective": [{"name": "forward_kl", "on": "data"}], "on_policy": {"lmbda": 0.5}}, "add a term with on: samples"),
+    ({"objective": [{"name": "forward_kl", "batches": "samples"}]}, "add on_policy"),
+    ({"objective": [{"name": "token_reverse_kl"}], "on_policy": {"lmbda": 0.5}}, "set batches: samples"),
+    ({"objective": [{"name": "token_reverse_kl", "batches": "samples"}], "on_policy": {"lmbda": 0.5}}, "add a term with batches: data"),
+    ({"objective": [{"name": "forward_kl", "batches": "data"}], "on_policy": {"lmbda": 0.5}}, "add a term with batches: samples"),
 ])
 def test_batch_selection_mistakes_are_one_line_errors(tmp_path, tiny_tokenizer_dir, tiny_data, changes, message):
     raw = tiny_config(tmp_path / "run", tiny_tokenizer_dir, tiny_data, **changes)
@@ -125,7 +125,7 @@ def test_a_resumed_on_policy_run_replays_the_same_samples(tmp_path, tiny_tokeniz
         return batches
 
     monkeypatch.setattr(causal_task, "student_rollout", recording_rollout)
-    settings = {"objective": [{"name": "token_reverse_kl", "on": "samples"}, {"name": "forward_kl", "on": "data"},
+    settings = {"objective": [{"name": "token_reverse_kl", "batches": "samples"}, {"name": "forward_kl", "batches": "data"},
                               {"name": "ce", "weight": 0.1}],
                 "on_policy": {"lmbda": 0.5, "sampling": SAMPLING},
                 "train": {"max_steps": 6, "gradient_accumulation_steps": 2, "batch_size": 2}}
@@ -147,7 +147,7 @@ def test_evaluation_during_training_scores_the_students_samples(tmp_path, tiny_t
     from lmdistill.eval.sample_quality import prompt_length, sample_quality
 
     raw = _run_config(tmp_path / "run", tiny_tokenizer_dir, tiny_data,
-                      objective=[{"name": "token_reverse_kl", "on": "samples"}, {"name": "forward_kl", "on": "data"}],
+                      objective=[{"name": "token_reverse_kl", "batches": "samples"}, {"name": "forward_kl", "batches": "data"}],
                       on_policy={"lmbda": 0.5, "sampling": SAMPLING},
                       train={"max_steps": 4, "eval_every": 2, "eval_samples": 3})
     raw["data"]["eval_fraction"] = 0.25

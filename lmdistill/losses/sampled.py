@@ -3,7 +3,7 @@
 A ``tokens`` loss takes ``student_token_log_probs`` and ``teacher_token_log_probs`` (...), the log-probability each
 model gives the target token at each position, and returns (...) values, never reduced. Unlike a ``logits`` loss it
 reads one token per position, so it is only meaningful where that token was drawn from the student (on-policy
-batches, ``on: samples``).
+batches, ``batches: samples``).
 """
 
 from __future__ import annotations

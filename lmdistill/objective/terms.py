@@ -21,14 +21,14 @@ class Term:
     weight: ScheduledFloat
     params: dict[str, Any]
     layer_pairs: list[tuple[int, int]] = field(default_factory=list)  # (student, teacher) 0-based block indices
-    on: str = "all"  # which batches: "all", "samples" (the student's own, on-policy) or "data" (the others)
+    batches: str = "all"  # which batches: "all", "samples" (the student's own, on-policy) or "data" (the others)
 
     def weight_at(self, progress: float) -> float:
         return value_at(self.weight, progress)
 
     def applies_to(self, student_samples: bool) -> bool:
         """Whether the term is part of the objective on a batch of student samples (True) or of data (False)."""
-        return self.on == "all" or (self.on == "samples") == student_samples
+        return self.batches == "all" or (self.batches == "samples") == student_samples
 
     def params_at(self, progress: float) -> dict[str, Any]:
         return {k: value_at(v, progress) if k == "temperature" else v for k, v in self.params.items()}
@@ -56,7 +56,7 @@ def build_terms(configs: list[TermConfig], *, student_layers: int, teacher_layer
         if loss.kind in ("hidden", "attention"):
             pairs = _layer_pairs(config, student_layers, teacher_layers)
         terms.append(Term(label=label, name=config.name, kind=loss.kind, weight=config.weight, params=config.params,
-                          layer_pairs=pairs, on=config.on))
+                          layer_pairs=pairs, batches=config.batches))
     return terms
 
 

@@ -17,7 +17,7 @@ from lmdistill.data.masking import mask_tokens, masking_generator
 from lmdistill.data.sampling import row_seed
 from lmdistill.errors import UserError
 
-# Key of a batch whose targets are the student's own samples (read by terms with ``on: samples`` / ``on: data``).
+# Key of a batch whose targets are the student's own samples (read by terms with ``batches: samples`` / ``batches: data``).
 STUDENT_SAMPLES = "student_samples"
 
 
