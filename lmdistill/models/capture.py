@@ -28,11 +28,13 @@ def _repeat_heads(states: torch.Tensor, groups: int) -> torch.Tensor:
     return states if groups == 1 else states.repeat_interleave(groups, dim=1)
 
 
-def _capturing_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+def _capturing_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, position_bias=None, **kwargs):
     groups = query.shape[1] // key.shape[1]
     key = _repeat_heads(key, groups)
     value = _repeat_heads(value, groups)
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if position_bias is not None:  # T5's relative position bias (1 or B, heads, Q, K), added before the mask as T5 does
+        scores = scores + position_bias
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             scores = scores.masked_fill(~attention_mask, float("-inf"))
