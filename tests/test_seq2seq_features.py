@@ -314,3 +314,21 @@ def test_tiny_seq2seq_config_trains_with_hidden_and_attention_terms_of_every_sta
         assert names, prefix
         for name in names:
             assert not torch.allclose(trained[name], initial[name]), name
+
+
+def test_the_hf_trainer_integration_gives_the_engines_seq2seq_feature_terms(tmp_path):
+    from lmdistill.integrations import DistillationTrainer, DistillationTrainingArguments
+
+    teacher, student = pair("t5")
+    task, batch = batch_for(student)
+    objective = [{"name": "forward_kl"}, {"name": "hidden_mse", "stack": "encoder"}, {"name": "hidden_mse"},
+                 {"name": "attention_kl", "stack": "cross"}]
+    args = DistillationTrainingArguments(output_dir=str(tmp_path), objective=objective, task="seq2seq_lm",
+                                         report_to="none", use_cpu=True, remove_unused_columns=False, disable_tqdm=True)
+    trainer = DistillationTrainer(model=copy.deepcopy(student), teacher_model=copy.deepcopy(teacher), args=args)
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model.eval(), dict(batch))
+    attention_capture.enable_capture(student)
+    attention_capture.enable_capture(teacher)
+    values = engine_values(task, teacher, student, batch, terms_for(task, teacher, student, objective))
+    assert float(loss) == pytest.approx(float(sum(values.values())), rel=1e-6)
