@@ -2,7 +2,8 @@
 
 A task says which model class it trains, which data settings it reads, how records become examples and batches,
 which logit positions are distilled and against which targets, which layer stacks feed feature terms (hidden states,
-attention), how a student is evaluated, and how a student samples (for on-policy distillation). The training loop, the objective and the teacher signals are task-agnostic.
+attention), how a student is evaluated, and how a student samples (for on-policy distillation). The training loop,
+the objective and the teacher signals are task-agnostic.
 A task's logits are *aligned* with its targets: for causal LMs position t of the aligned logits predicts token t+1.
 """
 
