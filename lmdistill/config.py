@@ -233,7 +233,9 @@ class TermConfig(BaseModel):
 
     Extra keys are the loss's own parameters (checked against the registry at load). ``temperature`` may be a
     linear schedule. ``layers`` (hidden/attention terms) is ``uniform``, ``last`` or a list of
-    ``[student_layer, teacher_layer]`` pairs.
+    ``[student_layer, teacher_layer]`` pairs. ``stack`` (hidden/attention terms of encoder-decoder models) names the
+    layer stack the term reads and its layer map counts in: ``encoder``, ``decoder`` or (attention) ``cross``; unset,
+    the task's default (the decoder for seq2seq_lm). The task checks it against its models' stacks.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -244,6 +246,7 @@ class TermConfig(BaseModel):
     # On-policy runs: which batches the term is part of: every batch, the student's own samples, or the others
     # (the data, e.g. teacher answers): `{name: token_reverse_kl, batches: samples}` + `{name: forward_kl, batches: data}`.
     batches: Literal["all", "samples", "data"] = "all"
+    stack: Literal["encoder", "decoder", "cross"] | None = None
 
     @property
     def params(self) -> dict[str, Any]:
@@ -259,6 +262,22 @@ class TermConfig(BaseModel):
             self.__pydantic_extra__["temperature"] = params["temperature"]
         if spec.kind in ("logits", "labels", "spans") and self.layers != "uniform":
             raise ValueError(f"{self.name} works on logits; `layers` applies to hidden/attention terms only")
+        return self
+
+    @model_validator(mode="after")
+    def _stack(self) -> "TermConfig":
+        if self.stack is None:
+            return self
+        spec = registry.spec(self.name)
+        if spec.kind not in ("hidden", "attention"):
+            raise ValueError(f"{self.name} is a {spec.kind} term; `stack` applies to hidden/attention terms only")
+        if self.stack == "cross" and spec.kind == "hidden":
+            raise ValueError(f"{self.name}: hidden states belong to the encoder or the decoder; stack: cross applies "
+                             "to attention terms (set stack: encoder or stack: decoder)")
+        if self.stack == "cross" and spec.self_attention_only:
+            raise ValueError(f"{self.name} relates a sequence's positions to each other (Q-Q, K-K, V-V), but "
+                             "cross-attention's queries and keys are two sequences; use attention_kl or attention_mse "
+                             "with stack: cross, or stack: encoder/decoder")
         return self
 
 

@@ -131,11 +131,13 @@ def test_meteor_without_wordnet_is_none_with_one_line(monkeypatch, tmp_path):
         module.find_wordnet.cache_clear()
 
 
-def test_feature_terms_are_refused_for_seq2seq_with_one_line(tmp_path, in_repo, capsys):
-    code = main(["train", "--config", "configs/tiny-seq2seq.yaml", f"output_dir={tmp_path / 'run'}", "objective.1.name=hidden_mse"])
+def test_a_hidden_state_term_on_cross_attention_is_refused_with_one_line(tmp_path, in_repo, capsys):
+    """Feature terms run on seq2seq (tests/test_seq2seq_features.py); a stack without hidden states is refused."""
+    code = main(["train", "--config", "configs/tiny-seq2seq.yaml", f"output_dir={tmp_path / 'run'}",
+                 "objective.1={name: hidden_mse, stack: cross}"])
     assert code == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "hidden_mse" in error[0] and "seq2seq_lm" in error[0]
+    assert len(error) == 1 and "hidden_mse" in error[0] and "stack: cross applies to attention terms" in error[0]
 
 
 def test_preflight_reads_parallel_files_and_counts_target_eos(in_repo):

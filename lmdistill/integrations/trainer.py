@@ -20,7 +20,7 @@ from lmdistill.config import TermConfig
 from lmdistill.errors import UserError
 from lmdistill.models import capture as attention_capture
 from lmdistill.objective import Masks, build_terms, compute_terms, forward_features, needs_of, projection_widths, total_loss
-from lmdistill.tasks import TASKS, get_task
+from lmdistill.tasks import TASKS, check_terms, get_task
 from lmdistill.teachers.live import DenseTeacherBatch
 
 @dataclass
@@ -83,9 +83,11 @@ class DistillationTrainer(Trainer):
             raise UserError("DistillationTrainer needs DistillationTrainingArguments (TrainingArguments plus `objective`)")
         super().__init__(model=model, args=args, **kwargs)
         student_config, teacher_config = self.model.config, teacher_model.config
-        self.terms = build_terms(args.term_configs, student_layers=student_config.num_hidden_layers, teacher_layers=teacher_config.num_hidden_layers)
-        self.needs = needs_of(self.terms)
         self.task = get_task(args.task)
+        check_terms(self.task, args.term_configs)
+        self.terms = build_terms(args.term_configs, student_layers=self.task.stack_depths(self.model),
+                                 teacher_layers=self.task.stack_depths(teacher_model), stacks=self.task.feature_stacks)
+        self.needs = needs_of(self.terms)
         if self.needs.attentions:
             attention_capture.enable_capture(self.model)
             attention_capture.enable_capture(teacher_model)

@@ -131,7 +131,7 @@ def _relation_scores(features: torch.Tensor) -> torch.Tensor:
     return scores_from_query_key(features, features)
 
 
-@register("minilm", "attention")
+@register("minilm", "attention", self_attention_only=True)
 def minilm(
     student: AttentionCapture, teacher: AttentionCapture, *, key_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -165,7 +165,7 @@ def _relation_heads(features: torch.Tensor, num_relation_heads: int, side: str) 
     return concatenated.reshape(batch, length, num_relation_heads, width // num_relation_heads).transpose(1, 2)
 
 
-@register("minilm_v2", "attention")
+@register("minilm_v2", "attention", self_attention_only=True)
 def minilm_v2(
     student: AttentionCapture, teacher: AttentionCapture, *, key_mask: torch.Tensor | None = None,
     num_relation_heads: int = 4,

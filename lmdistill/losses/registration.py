@@ -25,12 +25,15 @@ class LossSpec:
     kind: LossKind
     description: str
     params: dict[str, Any] = field(default_factory=dict)
+    # Attention losses that relate a sequence's positions to each other (MiniLM's value relation, MiniLMv2's Q-Q,
+    # K-K, V-V): defined on self-attention only, where queries and keys are the same tokens.
+    self_attention_only: bool = False
 
 
 _REGISTRY: dict[str, LossSpec] = {}
 
 
-def register(name: str, kind: LossKind) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register(name: str, kind: LossKind, *, self_attention_only: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn`` under ``name``; its keyword-only arguments with defaults become its parameters."""
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -42,7 +45,8 @@ def register(name: str, kind: LossKind) -> Callable[[Callable[..., Any]], Callab
             if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _CALLER_ARGUMENTS
         }
         description = (inspect.getdoc(fn) or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _REGISTRY[name] = LossSpec(name=name, fn=fn, kind=kind, description=description, params=params)
+        _REGISTRY[name] = LossSpec(name=name, fn=fn, kind=kind, description=description, params=params,
+                                   self_attention_only=self_attention_only)
         return fn
 
     return decorator

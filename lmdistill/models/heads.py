@@ -7,7 +7,7 @@ logit terms are computed chunk by chunk from the last hidden state and the head'
 from __future__ import annotations
 
 import torch
-from transformers.modeling_outputs import BaseModelOutput
+from transformers.modeling_outputs import Seq2SeqModelOutput
 
 # The batch keys a model is called with (encoder-decoder batches add the decoder's inputs, built by the task's
 # collator); the rest of a batch (labels, masks, positions) is for the losses.
@@ -47,11 +47,13 @@ def base_model_of(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def run_without_head(model: torch.nn.Module, **inputs):
-    """The model without its lm_head: returns last_hidden_state (and hidden_states for causal LMs).
+    """The model without its lm_head: returns last_hidden_state (and with ``output_hidden_states``, hidden_states for
+    causal LMs, encoder_hidden_states and decoder_hidden_states for encoder-decoder models).
 
     A causal LM runs its base model. An encoder-decoder model runs whole and its forward stops at the lm_head, whose
     input is taken as the last hidden state: whatever the model does between its decoder and its head (T5 scales the
-    decoder output by d_model^-1/2) is kept, with no per-architecture code.
+    decoder output by d_model^-1/2) is kept, with no per-architecture code. Its stacks' hidden states are taken from
+    the encoder's and decoder's own outputs on the way.
     """
     if getattr(model.config, "is_encoder_decoder", False):
         return _head_input(model, **inputs)
@@ -62,20 +64,30 @@ class _HeadReached(Exception):
     """Raised by the hook on the lm_head to end a forward there."""
 
 
-def _head_input(model: torch.nn.Module, **inputs) -> BaseModelOutput:
+def _head_input(model: torch.nn.Module, **inputs) -> Seq2SeqModelOutput:
     captured: list[torch.Tensor] = []
+    stack_outputs: dict[str, object] = {}
 
     def stop(_module, args):
         captured.append(args[0])
         raise _HeadReached
 
-    handle = model.get_output_embeddings().register_forward_pre_hook(stop)
+    def keep(name):
+        return lambda _module, _args, output: stack_outputs.__setitem__(name, output)
+
+    handles = [model.get_output_embeddings().register_forward_pre_hook(stop)]
+    if inputs.get("output_hidden_states"):
+        handles += [model.get_encoder().register_forward_hook(keep("encoder")),
+                    model.get_decoder().register_forward_hook(keep("decoder"))]
     try:
-        model(**{key: value for key, value in inputs.items() if key != "output_hidden_states"})
+        model(**inputs)
     except _HeadReached:
         pass
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     if not captured:
         raise AssertionError(f"{type(model).__name__} never called its output head")
-    return BaseModelOutput(last_hidden_state=captured[0])
+    hidden = {name: getattr(output, "hidden_states", None) for name, output in stack_outputs.items()}
+    return Seq2SeqModelOutput(last_hidden_state=captured[0], encoder_hidden_states=hidden.get("encoder"),
+                              decoder_hidden_states=hidden.get("decoder"))

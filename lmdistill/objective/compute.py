@@ -95,22 +95,26 @@ def student_target_log_probs(student: Features, targets: torch.Tensor, masks: Ma
 
 
 def _hidden_term(term, fn, params, student: Features, teacher: Features, masks: Masks, projections) -> torch.Tensor:
+    positions, count = masks.of(term.positions)  # the term's stack's positions (seq2seq: source or decoder)
     per_pair = []
     for s, t in term.layer_pairs:
-        student_hidden = student.hidden_states[s + 1]
-        teacher_hidden = teacher.hidden_states[t + 1]
+        student_hidden = student.hidden_states[term.stack][s + 1]
+        teacher_hidden = teacher.hidden_states[term.stack][t + 1]
         if projections is not None and term.label in projections:
             student_hidden = projections[term.label](student_hidden)
         # Relation losses over positions (hidden_mmd) take the padding mask; per-position ones do not.
-        extra = {"key_mask": masks.tokens.to(torch.bool)} if "key_mask" in inspect.signature(fn).parameters else {}
-        per_pair.append(reduce(fn(student_hidden, teacher_hidden, **params, **extra), masks.tokens, num_valid=masks.token_count))
+        extra = {"key_mask": positions} if "key_mask" in inspect.signature(fn).parameters else {}
+        per_pair.append(reduce(fn(student_hidden, teacher_hidden, **params, **extra), positions, num_valid=count))
     return torch.stack(per_pair).mean()  # (1/N)·Σ over layer pairs
 
 
 def _attention_term(term, fn, params, student: Features, teacher: Features, masks: Masks) -> torch.Tensor:
-    key_mask = masks.tokens.to(torch.bool)
+    # Queries and keys may be different sequences (cross-attention: decoder positions over source tokens).
+    queries, count = masks.of(term.positions)
+    keys, _ = masks.of(term.keys)
     per_pair = [
-        reduce(fn(student.attentions[s], teacher.attentions[t], key_mask=key_mask, **params), masks.tokens, num_valid=masks.token_count)
+        reduce(fn(student.attentions[term.stack][s], teacher.attentions[term.stack][t], key_mask=keys, **params), queries,
+               num_valid=count)
         for s, t in term.layer_pairs
     ]
     return torch.stack(per_pair).mean()

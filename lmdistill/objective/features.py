@@ -17,14 +17,15 @@ from lmdistill.objective.terms import Needs
 class Features:
     """What one model produced for a batch. Any field may be None when no term needs it.
 
-    logits: aligned with the task's targets, e.g. (B, S-1, V) for causal LMs. hidden_states: tuple of L+1 tensors
-    (B, S, H), index 0 = embeddings, k = output of block k. attentions: one :class:`AttentionCapture` per block.
-    Large vocabularies: no logits; ``last_hidden`` (aligned like logits) and the output head instead.
+    logits: aligned with the task's targets, e.g. (B, S-1, V) for causal LMs. hidden_states: per layer stack (the
+    task's ``feature_stacks``), a tuple of L+1 tensors (B, S, H), index 0 = embeddings, k = output of block k.
+    attentions: per layer stack, one :class:`AttentionCapture` per block. Large vocabularies: no logits;
+    ``last_hidden`` (aligned like logits) and the output head instead.
     """
 
     logits: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: list[AttentionCapture] | None = None
+    hidden_states: dict[str, tuple[torch.Tensor, ...]] | None = None
+    attentions: dict[str, list[AttentionCapture]] | None = None
     last_hidden: torch.Tensor | None = None
     head_weight: torch.Tensor | None = None
     head_bias: torch.Tensor | None = None
@@ -35,14 +36,23 @@ class Features:
 class Masks:
     """Valid positions and their global counts (over all accumulation steps and processes).
 
-    loss: positions of the aligned logits that are in the loss ((B, S-1) for causal LMs, (B,) for classification);
-    tokens: (B, S) real (non-padding) tokens, for hidden-state and attention terms.
+    loss: positions of the aligned logits that are in the loss ((B, S-1) for causal LMs, (B,) for classification,
+    (B, T) decoder positions for seq2seq); tokens: (B, S) real (non-padding) input tokens. Feature terms use the one
+    their layer stack names (:meth:`of`).
     """
 
     loss: torch.Tensor
     tokens: torch.Tensor
     loss_count: torch.Tensor | float
     token_count: torch.Tensor | float
+
+    def of(self, positions: str) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """(bool mask, global count) of the position set ``positions``: "tokens" or "loss"."""
+        if positions == "tokens":
+            return self.tokens.to(torch.bool), self.token_count
+        if positions == "loss":
+            return self.loss.to(torch.bool), self.loss_count
+        raise AssertionError(f"unknown position set {positions!r}")
 
 
 def forward_features(run, batch, needs: Needs, task, *, grad: bool, head_model=None) -> Features:
@@ -55,8 +65,8 @@ def forward_features(run, batch, needs: Needs, task, *, grad: bool, head_model=N
     with context, (attention_capture.capture() if needs.attentions else contextlib.nullcontext()) as records:
         output = run(**inputs, output_hidden_states=needs.hidden_states)
     features = Features(
-        hidden_states=output.hidden_states if needs.hidden_states else None,
-        attentions=list(records) if needs.attentions else None,
+        hidden_states=task.stack_hidden_states(output) if needs.hidden_states else None,
+        attentions=task.stack_attentions(records) if needs.attentions else None,
     )
     if head_model is not None:
         weight, bias, softcap = output_head(head_model)

@@ -4,7 +4,7 @@ in ``TASKS``."""
 from __future__ import annotations
 
 from lmdistill.errors import UserError
-from lmdistill.tasks.base import Task, check_config
+from lmdistill.tasks.base import Task, check_config, check_terms
 from lmdistill.tasks.causal import CausalLMTask
 from lmdistill.tasks.classification import SequenceClassificationTask
 from lmdistill.tasks.question_answering import QuestionAnsweringTask
@@ -25,4 +25,4 @@ def get_task(name: str) -> Task:
     return TASKS[name]()
 
 
-__all__ = ["TASKS", "Task", "check_config", "get_task"]
+__all__ = ["TASKS", "Task", "check_config", "check_terms", "get_task"]

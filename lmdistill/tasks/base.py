@@ -1,8 +1,9 @@
 """The task interface: everything task-specific that the engine needs, declared in one module per task.
 
 A task says which model class it trains, which data settings it reads, how records become examples and batches,
-which logit positions are distilled and against which targets, how a student is evaluated, and how a student
-samples (for on-policy distillation). The training loop, the objective and the teacher signals are task-agnostic.
+which logit positions are distilled and against which targets, which layer stacks feed feature terms (hidden states,
+attention), how a student is evaluated, and how a student samples (for on-policy distillation). The training loop,
+the objective and the teacher signals are task-agnostic.
 A task's logits are *aligned* with its targets: for causal LMs position t of the aligned logits predicts token t+1.
 """
 
@@ -12,9 +13,11 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 
-from lmdistill.config import RunConfig, SamplingConfig
+from lmdistill.config import RunConfig, SamplingConfig, TermConfig
 from lmdistill.errors import UserError
 from lmdistill.losses import registry
+from lmdistill.models.capture import CapturedAttention
+from lmdistill.models.stacks import FEATURE_KINDS, ONE_STACK, ONE_STACK_FEATURES, FeatureStack, resolve_stack
 
 # Data settings every task reads: where the data is and how much of it.
 COMMON_DATA_FIELDS = frozenset({"train", "eval", "eval_fraction", "dataset_split", "max_length", "max_examples"})
@@ -27,7 +30,9 @@ class Task(Protocol):
     data_fields: ClassVar[frozenset[str]]  # DataConfig fields it reads besides COMMON_DATA_FIELDS
     headless_logits: ClassVar[bool]  # logit terms may run fused from the last hidden state and the lm_head
     pipeline_tag: ClassVar[str]  # the Hugging Face Hub pipeline tag of a trained student (its model card)
-    feature_kinds: ClassVar[frozenset[str]]  # the feature-term kinds ("hidden", "attention") its models' outputs feed
+    # The layer stacks whose hidden states / attention feed feature terms, by name (a term's `stack`); for each kind
+    # the first stack that feeds it is the default. {} when feature terms do not apply.
+    feature_stacks: ClassVar[dict[str, FeatureStack]]
     samples_from_prompts: ClassVar[bool]  # its students continue prompts (train.eval_samples can score samples)
 
     def bind_model(self, model) -> None:
@@ -60,6 +65,19 @@ class Task(Protocol):
         """(targets, loss_mask) aligned with :meth:`output_logits`."""
         ...
 
+    def stack_depths(self, model) -> dict[str, int]:
+        """The number of blocks of each of :attr:`feature_stacks` in ``model`` (layer maps resolve against these)."""
+        ...
+
+    def stack_hidden_states(self, output) -> dict[str, tuple[torch.Tensor, ...]]:
+        """Each hidden-state stack's L+1 states (B, S, H) from a model ``output`` run with output_hidden_states
+        (index 0: the embeddings)."""
+        ...
+
+    def stack_attentions(self, records: CapturedAttention) -> dict[str, list]:
+        """Each attention stack's captures, one per block in order, from the records of one forward pass."""
+        ...
+
     def evaluate(self, student, teacher, examples: list[dict], pad_token_id: int, batch_size: int, device) -> dict[str, Any]: ...
 
     def rollout(self, student, batches: list[dict[str, torch.Tensor]], *, tokenizer, sampling: SamplingConfig,
@@ -69,13 +87,33 @@ class Task(Protocol):
         ...
 
 
+class OneLayerStack:
+    """Feature stacks of a task whose models have one layer stack (decoder-only LMs, encoders): a term reads the
+    model's hidden_states and all its captured attention, and its layer map counts num_hidden_layers blocks."""
+
+    feature_stacks = ONE_STACK_FEATURES
+
+    def stack_depths(self, model) -> dict[str, int]:
+        return {ONE_STACK: model.config.num_hidden_layers}
+
+    def stack_hidden_states(self, output) -> dict[str, tuple[torch.Tensor, ...]]:
+        return {ONE_STACK: output.hidden_states}
+
+    def stack_attentions(self, records: CapturedAttention) -> dict[str, list]:
+        return {ONE_STACK: list(records)}
+
+
+def check_terms(task: Task, terms: list[TermConfig]) -> None:
+    """UserError for the first feature term whose kind or ``stack`` the task's models do not have."""
+    for term in terms:
+        kind = registry.spec(term.name).kind
+        if kind in FEATURE_KINDS:
+            resolve_stack(task.feature_stacks, kind, term.stack, term=term.name, task=task.name)
+
+
 def check_config(task: Task, config: RunConfig) -> None:
     """UserError naming the first setting that does not apply to ``task`` (set in the config but never read)."""
-    for term in config.objective:
-        kind = registry.spec(term.name).kind
-        if kind in ("hidden", "attention") and kind not in task.feature_kinds:
-            raise UserError(f"objective term {term.name} ({kind} states) is not available for task {task.name}; "
-                            "use logit and label terms (e.g. forward_kl, ce)")
+    check_terms(task, config.objective)
     if config.train.eval_samples and not task.samples_from_prompts:
         raise UserError(f"train.eval_samples scores text a student samples after a prompt; task {task.name} does not "
                         "continue prompts, so set train.eval_samples: 0")

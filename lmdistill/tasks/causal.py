@@ -10,10 +10,11 @@ from lmdistill.data.collate import collate_causal
 from lmdistill.data.streaming import load_streamed_datasets, stream_causal_examples
 from lmdistill.eval.held_out import causal_lm_scores
 from lmdistill.losses import IGNORE_INDEX
+from lmdistill.tasks.base import OneLayerStack
 from lmdistill.tasks.causal_rollout import student_rollout
 
 
-class CausalLMTask:
+class CausalLMTask(OneLayerStack):
     name = "causal_lm"
     model_class = AutoModelForCausalLM
     lora_task_type = "CAUSAL_LM"
@@ -21,7 +22,6 @@ class CausalLMTask:
                              "streaming"})
     headless_logits = True
     pipeline_tag = "text-generation"
-    feature_kinds = frozenset({"hidden", "attention"})
     samples_from_prompts = True
 
     def bind_model(self, model):

@@ -8,7 +8,7 @@ from transformers import AutoModelForSequenceClassification
 from lmdistill.data.classification import collate_classification, load_classification_datasets
 from lmdistill.errors import UserError
 from lmdistill.eval.classification import accuracy, macro_f1, matthews_corrcoef
-from lmdistill.tasks.base import no_rollout
+from lmdistill.tasks.base import OneLayerStack, no_rollout
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -47,7 +47,7 @@ def classification_scores(student_logits: torch.Tensor, labels: torch.Tensor, te
     return scores
 
 
-class SequenceClassificationTask:
+class SequenceClassificationTask(OneLayerStack):
     """Examples are whole sequences; aligned logits are the classifier's (B, C) and targets the labels (B,).
 
     The task remembers the largest class id of its data (and ``data.labels``) so that :meth:`checked_logits` can refuse
@@ -60,7 +60,6 @@ class SequenceClassificationTask:
     data_fields = frozenset({"text_field", "text_pair_field", "label_field", "labels", "mask_probability"})
     headless_logits = False
     pipeline_tag = "text-classification"
-    feature_kinds = frozenset({"hidden", "attention"})
     samples_from_prompts = False
 
     def __init__(self):

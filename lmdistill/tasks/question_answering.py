@@ -14,16 +14,15 @@ from lmdistill.data.qa import load_qa_examples, qa_windows
 from lmdistill.data.qa_windows import collate_qa
 from lmdistill.eval.qa_runner import answers, span_logits
 from lmdistill.eval.squad import squad_scores
-from lmdistill.tasks.base import no_rollout
+from lmdistill.tasks.base import OneLayerStack, no_rollout
 
-class QuestionAnsweringTask:
+class QuestionAnsweringTask(OneLayerStack):
     name = "question_answering"
     model_class = AutoModelForQuestionAnswering
     lora_task_type = "QUESTION_ANS"
     data_fields = frozenset({"doc_stride", "max_question_tokens", "max_answer_length"})
     headless_logits = False
     pipeline_tag = "question-answering"
-    feature_kinds = frozenset({"hidden", "attention"})
     samples_from_prompts = False
 
     def __init__(self):

@@ -4,6 +4,12 @@ The distilled logits are the decoder's (B, T, V): decoder position t predicts ta
 decoder inputs are the targets shifted right behind the decoder start token, built by the model's own rule), so
 they are already aligned with the labels and every logit divergence, dense or fused, runs on decoder positions.
 The loss covers target tokens only (labels -100 on padding).
+
+Feature terms read one of three layer stacks, each with its own layer map: the ``encoder`` (hidden states and
+self-attention over source tokens, source mask), the ``decoder`` (hidden states and causal self-attention over
+target positions, the default) and ``cross`` attention (queries: target positions; keys: source tokens, source
+mask). The decoder's real positions are exactly the loss positions (decoder_attention_mask is 1 where labels are not
+-100, from collation and from rollouts alike), so decoder terms are normalised by the loss mask's global count.
 """
 
 from __future__ import annotations
@@ -13,7 +19,11 @@ from transformers import AutoModelForSeq2SeqLM
 
 from lmdistill.data.seq2seq import DecoderInputs, collate_seq2seq, load_seq2seq_datasets
 from lmdistill.eval.seq2seq import decoder_inputs_of, seq2seq_scores
+from lmdistill.errors import UserError
 from lmdistill.losses import IGNORE_INDEX
+from lmdistill.models.capture import CapturedAttention
+from lmdistill.models.pruning import seq2seq_layer_lists
+from lmdistill.models.stacks import FEATURE_KINDS, FeatureStack
 from lmdistill.tasks.seq2seq_rollout import seq2seq_rollout
 
 
@@ -23,9 +33,12 @@ class Seq2SeqLMTask:
     lora_task_type = "SEQ_2_SEQ_LM"
     data_fields = frozenset({"source_field", "target_field", "source_prefix", "max_target_length"})
     headless_logits = True
-    # Encoder/decoder/cross-attention feature terms need per-stack layer maps and masks: not built yet.
     pipeline_tag = "text2text-generation"
-    feature_kinds = frozenset()
+    feature_stacks = {
+        "decoder": FeatureStack(FEATURE_KINDS, positions="loss", keys="loss"),
+        "encoder": FeatureStack(FEATURE_KINDS, positions="tokens", keys="tokens"),
+        "cross": FeatureStack(frozenset({"attention"}), positions="loss", keys="tokens"),
+    }
     samples_from_prompts = False
 
     def __init__(self):
@@ -56,6 +69,22 @@ class Seq2SeqLMTask:
     def targets(self, batch):
         targets = batch["labels"]
         return targets, targets != IGNORE_INDEX
+
+    def stack_depths(self, model) -> dict[str, int]:
+        """Encoder and decoder blocks (from the model's own block lists); one cross-attention per decoder block."""
+        blocks = seq2seq_layer_lists(model)
+        return {"encoder": len(blocks["encoder"]), "decoder": len(blocks["decoder"]), "cross": len(blocks["decoder"])}
+
+    def stack_hidden_states(self, output) -> dict[str, tuple[torch.Tensor, ...]]:
+        return {"encoder": output.encoder_hidden_states, "decoder": output.decoder_hidden_states}
+
+    def stack_attentions(self, records: CapturedAttention) -> dict[str, list]:
+        stacks = records.by_stack()
+        missing = sorted(set(self.feature_stacks) - set(stacks))
+        if missing:
+            raise UserError(f"no {missing[0]} attention was captured from this model (its attention does not go through "
+                            "transformers' AttentionInterface); drop the attention terms of that stack")
+        return stacks
 
     def evaluate(self, student, teacher, examples, pad_token_id, batch_size, device):
         """``eval/loss`` (decoder NLL per target token) and ``eval/perplexity``; with a teacher, ``eval/top1_agreement``

@@ -121,7 +121,8 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
         check_vocabularies(student, model, tokenizer)
     feature_model = models[config.feature_teacher] if models else None
     teacher_shape = (feature_model or student).config
-    terms = build_terms(config.objective, student_layers=student.config.num_hidden_layers, teacher_layers=teacher_shape.num_hidden_layers)
+    terms = build_terms(config.objective, student_layers=task.stack_depths(student),
+                        teacher_layers=task.stack_depths(feature_model or student), stacks=task.feature_stacks)
     needs = needs_of(terms)
     if needs.attentions:
         attention_capture.enable_capture(student)
