@@ -93,3 +93,20 @@ def test_chunked_linear_target_log_probs_equal_the_dense_ones_values_and_gradien
 def test_chunked_target_log_probs_with_nothing_valid_are_zeros():
     out = chunked_linear_target_log_probs(torch.randn(3, 4), torch.randn(6, 4), torch.full((3,), -100))
     assert out.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_teacher_signals_give_the_log_probability_of_each_target():
+    """Dense: log softmax at the target; a mixture: log of the weighted mean of its teachers' probabilities."""
+    from lmdistill.objective import Features, Masks
+    from lmdistill.teachers.live import DenseTeacherBatch
+    from lmdistill.teachers.mixture import MixtureTeacherBatch
+
+    torch.manual_seed(4)
+    first, second = torch.randn(2, 3, 9, dtype=torch.float64), torch.randn(2, 3, 9, dtype=torch.float64)
+    targets = torch.randint(0, 9, (2, 3))
+    masks = Masks(loss=torch.ones(2, 3, dtype=torch.bool), tokens=torch.ones(2, 3, dtype=torch.bool), loss_count=6, token_count=6)
+    dense = DenseTeacherBatch(Features(logits=first)).target_log_probs(targets, masks)
+    torch.testing.assert_close(dense, first.log_softmax(-1).gather(-1, targets[..., None])[..., 0])
+    mixed = MixtureTeacherBatch(Features(logits=first), [(3.0, first), (1.0, second)]).target_log_probs(targets, masks)
+    p = 0.75 * first.softmax(-1) + 0.25 * second.softmax(-1)
+    torch.testing.assert_close(mixed, p.gather(-1, targets[..., None])[..., 0].log())
