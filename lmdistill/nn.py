@@ -25,6 +25,7 @@ KIND_INPUTS = {
     "hidden": ("student_hidden", "teacher_hidden"),
     "attention": ("student_attention", "teacher_attention"),
     "spans": ("student_span_log_probs", "teacher_span_log_probs"),
+    "tokens": ("student_token_log_probs", "teacher_token_log_probs"),
 }
 _ACRONYMS = {"kl": "KL", "jsd": "JSD", "mse": "MSE", "mmd": "MMD", "ce": "CE", "tvd": "TVD", "minilm": "MiniLM", "v2": "V2"}
 
