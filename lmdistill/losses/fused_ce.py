@@ -12,10 +12,24 @@ from torch.utils.checkpoint import checkpoint
 from lmdistill.losses.reduce import IGNORE_INDEX
 
 
-def _chunk_cross_entropy_sum(hidden, weight, bias, targets, logit_softcap, label_smoothing):
+def _chunk_logits(hidden, weight, bias, logit_softcap):
+    """One chunk's float32 logits: softcap(h Wᵀ + b)."""
     logits = F.linear(hidden, weight, bias).float()
     if logit_softcap is not None:
         logits = logit_softcap * torch.tanh(logits / logit_softcap)
+    return logits
+
+
+def _valid_rows(targets, mask, ignore_index=IGNORE_INDEX):
+    """Flat indices of the positions with a target and, given a mask, inside it."""
+    valid = targets.reshape(-1) != ignore_index
+    if mask is not None:
+        valid = valid & mask.reshape(-1).to(torch.bool)
+    return valid.nonzero().squeeze(-1)
+
+
+def _chunk_cross_entropy_sum(hidden, weight, bias, targets, logit_softcap, label_smoothing):
+    logits = _chunk_logits(hidden, weight, bias, logit_softcap)
     return F.cross_entropy(logits, targets, reduction="sum", label_smoothing=label_smoothing)
 
 
@@ -39,10 +53,7 @@ def chunked_linear_cross_entropy(
     """
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])
     flat_targets = targets.reshape(-1)
-    valid = flat_targets != ignore_index
-    if mask is not None:
-        valid = valid & mask.reshape(-1).to(torch.bool)
-    rows = valid.nonzero().squeeze(-1)
+    rows = _valid_rows(targets, mask, ignore_index)
     total = flat_hidden.new_zeros((), dtype=torch.float32)
     for chunk in rows.split(chunk_tokens):
         total = total + checkpoint(
@@ -58,9 +69,7 @@ def chunked_linear_cross_entropy(
 
 
 def _chunk_target_log_probs(hidden, weight, bias, targets, logit_softcap):
-    logits = F.linear(hidden, weight, bias).float()
-    if logit_softcap is not None:
-        logits = logit_softcap * torch.tanh(logits / logit_softcap)
+    logits = _chunk_logits(hidden, weight, bias, logit_softcap)
     return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
@@ -82,10 +91,7 @@ def chunked_linear_target_log_probs(
     """
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])
     flat_targets = targets.reshape(-1)
-    valid = flat_targets != IGNORE_INDEX
-    if mask is not None:
-        valid = valid & mask.reshape(-1).to(torch.bool)
-    rows = valid.nonzero().squeeze(-1)
+    rows = _valid_rows(targets, mask)
     out = flat_hidden.new_zeros(flat_targets.shape, dtype=torch.float32)
     pieces = [checkpoint(_chunk_target_log_probs, flat_hidden[chunk], weight, bias, flat_targets[chunk], logit_softcap,
                          use_reentrant=False) for chunk in rows.split(chunk_tokens)]
