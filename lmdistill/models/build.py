@@ -182,6 +182,11 @@ class StudentBundle(torch.nn.Module):
             {label: torch.nn.Linear(width_in, width_out, bias=False) for label, (width_in, width_out) in projection_widths.items()}
         )
 
+    @property
+    def _no_split_modules(self) -> list[str] | None:
+        """The student's own (its decoder layer classes): FSDP's transformer-based wrapping shards each of them."""
+        return getattr(self.student, "_no_split_modules", None)
+
     def forward(self, without_head: bool = False, **inputs):
         if without_head:  # large vocabularies: the loss applies the lm_head chunk by chunk
             return run_without_head(self.student, **inputs)

@@ -15,6 +15,7 @@ from lmdistill.errors import UserError
 from lmdistill.report.model_card import write_model_card
 from lmdistill.report.publish import push_run
 from lmdistill.train import checkpoint as ckpt
+from lmdistill.train.distributed import unsharded_root
 from lmdistill.train.export import export_student
 from lmdistill.train.metrics_log import MetricsLog
 from lmdistill.train.progress import ProgressReport
@@ -66,10 +67,11 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
             if run.eval_examples and train.eval_every and (step % train.eval_every == 0 or step == total):
                 teacher_model = run.teacher.model if run.teacher is not None else None
                 eval_started = time.perf_counter()
-                scores = run.task.evaluate(run.student, teacher_model, run.eval_examples, run.tokenizer.pad_token_id,
-                                           train.batch_size, run.accelerator.device)
-                if train.eval_samples:
-                    scores |= _sample_scores(run, teacher_model)
+                with unsharded_root(run.bundle):  # every process evaluates: a sharded student needs all of them
+                    scores = run.task.evaluate(run.student, teacher_model, run.eval_examples, run.tokenizer.pad_token_id,
+                                               train.batch_size, run.accelerator.device)
+                    if train.eval_samples:
+                        scores |= _sample_scores(run, teacher_model)
                 metrics.write({"step": step, "split": "eval", **scores, "eval_s": time.perf_counter() - eval_started})
             stop.requested = stop.requested or (stop_after is not None and step >= stop_after)
             if (train.save_every and step % train.save_every == 0) or stop.requested or step == total:
@@ -79,8 +81,9 @@ def distill(config: RunConfig, *, resume: bool = False, stop_after: int | None =
                 break
     metrics.close()
     student_dir = run.output_dir / "student"
+    weights = run.accelerator.get_state_dict(run.bundle)  # whole on the main process, also when sharded (a collective)
     if main:
-        export_student(run.accelerator.unwrap_model(run.bundle), run.tokenizer, student_dir)
+        export_student(run.accelerator.unwrap_model(run.bundle), run.tokenizer, student_dir, weights)
         write_model_card(run.output_dir)
         hub = config.output
         if hub is not None and hub.push_to_hub and step == total:

@@ -32,6 +32,7 @@ from lmdistill.tasks.calibration import task_calibration
 from lmdistill.teachers import TeacherSignal, teacher_signal
 from lmdistill.version import __version__
 from lmdistill.train import checkpoint as ckpt
+from lmdistill.train.distributed import check_sharding_supports, shard_on_cpu_if_configured
 from lmdistill.train.optim import make_optimizer, warmup_cosine
 from lmdistill.train.trackers import tracker_targets
 from lmdistill.train.transforms import BatchTransform, MaskInputs, OnPolicySamples
@@ -92,6 +93,9 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     accelerator = Accelerator(mixed_precision=config.train.precision, cpu=not torch.cuda.is_available(),
                               log_with=tracker_targets(config.train.report_to, output_dir, resume_step) or None,
                               project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir)))
+    shard_on_cpu_if_configured(accelerator)
+    check_sharding_supports(accelerator, samples_in_training=config.on_policy is not None,
+                            samples_in_eval=config.train.eval_samples > 0)
     set_seed(config.seed)
     fingerprint = ckpt.fingerprint(config.model_dump(mode="json", exclude_none=True))
     if accelerator.is_main_process:
