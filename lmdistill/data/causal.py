@@ -135,10 +135,16 @@ def _field_values(records: list[dict[str, Any]], field: str, config_key: str, *,
     return values
 
 
+TOKENIZE_CHUNK = 1024  # texts per tokenizer call: a fast tokenizer's encodings (offsets, token strings) are many
+# times the size of the ids, so the corpus's are never all alive at once
+
+
 def _tokenize(tokenizer: Any, texts: list[str], *, special: bool) -> list[list[int]]:
-    if not texts:
-        return []
-    return [list(ids) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]]
+    ids: list[list[int]] = []
+    for start in range(0, len(texts), TOKENIZE_CHUNK):
+        chunk = tokenizer(texts[start : start + TOKENIZE_CHUNK], add_special_tokens=special, return_attention_mask=False)
+        ids.extend(list(one) for one in chunk["input_ids"])
+    return ids
 
 
 def _eos_id(tokenizer: Any) -> int:
@@ -148,8 +154,21 @@ def _eos_id(tokenizer: Any) -> int:
 
 
 def _pack(documents: list[list[int]], max_length: int) -> list[Example]:
-    stream = [token for ids in documents for token in ids]
-    blocks = [stream[start : start + max_length] for start in range(0, len(stream), max_length)]
+    """The documents end to end, cut into blocks of ``max_length`` (the last one may be shorter); a document's list
+    is dropped as soon as it is packed, so the corpus is held about once, not twice."""
+    blocks, current = [], []
+    for index, ids in enumerate(documents):
+        start = 0
+        while start < len(ids):
+            taken = ids[start : start + max_length - len(current)]
+            current.extend(taken)
+            start += len(taken)
+            if len(current) == max_length:
+                blocks.append(current)
+                current = []
+        documents[index] = []
+    if current:
+        blocks.append(current)
     return [{"input_ids": block, "labels": list(block)} for block in blocks if len(block) >= 2]
 
 
