@@ -19,10 +19,10 @@ from lmdistill.cache.format import (
 )
 from lmdistill.cache.manifest import IDENTITY_KEYS, data_fingerprint, new_manifest, read_manifest, teacher_fingerprint, tokenizer_fingerprint
 from lmdistill.config import RunConfig
-from lmdistill.data.collate import collate_causal
 from lmdistill.errors import UserError
 from lmdistill.files import replace_atomically
 from lmdistill.losses.sparse import sparse_from_logits
+from lmdistill.models.heads import model_inputs
 from lmdistill.models.loading import load_tokenizer
 from lmdistill.tasks import get_task
 from lmdistill.models.build import load_teacher, tokenizer_source
@@ -49,8 +49,10 @@ def build_teacher_cache(
     """
     if quantize not in QUANTIZATIONS:
         raise UserError(f"quantize={quantize!r} is not one of {', '.join(str(q) for q in QUANTIZATIONS)}")
-    if config.task != "causal_lm":
-        raise UserError(f"teacher caches support task causal_lm, not {config.task}; use a live teacher")
+    task = get_task(config.task)
+    if task.cached_positions is None:
+        raise UserError(f"teacher caches hold per-token signals (tasks causal_lm and seq2seq_lm); task {config.task} "
+                        "distils from a live teacher, so use teacher.path")
     teacher_config = config.teachers[0]
     if teacher_config.cache is not None:
         raise UserError("teacher is already a cache; give the live teacher (teacher.path or teacher.config) to build one")
@@ -58,9 +60,9 @@ def build_teacher_cache(
         raise UserError("a teacher with its own tokenizer (teacher.tokenizer) cannot be cached yet; distil from it live")
     cache_dir = Path(cache_dir)
     tokenizer = load_tokenizer(tokenizer_source(config))
-    task = get_task(config.task)
     examples, _ = task.load_datasets(config.data, tokenizer, config.seed)
     teacher = load_teacher(teacher_config, model_class=task.model_class, seed=config.seed)
+    task.bind_model(teacher)  # seq2seq: decoder inputs built by the teacher's rule, as the run builds the student's
     vocab_size = teacher.get_output_embeddings().weight.shape[0]
     if not 1 <= top_k <= vocab_size:
         raise UserError(f"--top-k {top_k} must be between 1 and the teacher's vocabulary size {vocab_size}")
@@ -83,13 +85,13 @@ def build_teacher_cache(
             log.warning("stopped after %d new shards; run `lmdistill cache` again to continue", written)
             return cache_dir
         chunk = examples[first:first + per_shard]
-        entry = _write_shard(cache_dir, number, first, chunk, teacher, tokenizer.pad_token_id, top_k, quantize,
+        entry = _write_shard(cache_dir, number, first, chunk, teacher, task, tokenizer.pad_token_id, top_k, quantize,
                              batch_size or config.train.batch_size, device)
         manifest["shards"].append(entry)
         _write_manifest(cache_dir, manifest)
         written += 1
         log.info("cache shard %d: examples %d..%d", number, first, first + len(chunk) - 1)
-    _write_index(cache_dir, examples, per_shard)
+    _write_index(cache_dir, examples, per_shard, task.cached_positions)
     manifest["complete"] = True
     _write_manifest(cache_dir, manifest)
     return cache_dir
@@ -117,15 +119,16 @@ def _completed_shards(cache_dir: Path, manifest: dict) -> list[dict]:
 
 
 @torch.no_grad()
-def _write_shard(cache_dir, number, first, examples, teacher, pad_id, top_k, quantize, batch_size, device) -> dict:
+def _write_shard(cache_dir, number, first, examples, teacher, task, pad_id, top_k, quantize, batch_size, device) -> dict:
+    """One shard: per example, the teacher's top-k at each of its ``task.cached_positions`` tokens (unaligned)."""
     log_probs, token_ids, tails, lengths = [], [], [], []
     for start in range(0, len(examples), batch_size):
         group = examples[start:start + batch_size]
-        batch = {k: v.to(device) for k, v in collate_causal(group, pad_id).items()}
-        logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        batch = {k: v.to(device) for k, v in task.collate(group, pad_id).items()}
+        logits = teacher(**model_inputs(batch)).logits
         sparse = sparse_from_logits(logits.float(), top_k)
         for row, example in enumerate(group):
-            length = len(example["input_ids"])
+            length = len(example[task.cached_positions])
             log_probs.append(sparse.log_probs[row, :length].cpu())
             token_ids.append(sparse.token_ids[row, :length].cpu())
             tails.append(sparse.tail_log_mass[row, :length].cpu())
@@ -142,8 +145,8 @@ def _write_shard(cache_dir, number, first, examples, teacher, pad_id, top_k, qua
             "bytes": final.stat().st_size, "sha256": file_sha256(final)}
 
 
-def _write_index(cache_dir: Path, examples: list[dict], per_shard: int) -> None:
-    lengths = torch.tensor([len(example["input_ids"]) for example in examples], dtype=torch.int64)
+def _write_index(cache_dir: Path, examples: list[dict], per_shard: int, positions: str) -> None:
+    lengths = torch.tensor([len(example[positions]) for example in examples], dtype=torch.int64)
     shard = torch.arange(len(examples), dtype=torch.int64) // per_shard
     offset = torch.zeros_like(lengths)
     for number in range(int(shard.max()) + 1):

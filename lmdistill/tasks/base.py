@@ -34,6 +34,9 @@ class Task(Protocol):
     # the first stack that feeds it is the default. {} when feature terms do not apply.
     feature_stacks: ClassVar[dict[str, FeatureStack]]
     samples_from_prompts: ClassVar[bool]  # its students continue prompts (train.eval_samples can score samples)
+    # The example and batch key whose token positions a teacher-signal cache is laid out along (its per-token logits
+    # before align_positions: "input_ids" for causal LMs, "labels" for decoder positions); None: not cacheable.
+    cached_positions: ClassVar[str | None]
 
     def bind_model(self, model) -> None:
         """Learn what collation needs from the student before the first batch (seq2seq: the model's own rule for
@@ -117,6 +120,9 @@ def check_config(task: Task, config: RunConfig) -> None:
     if config.train.eval_samples and not task.samples_from_prompts:
         raise UserError(f"train.eval_samples scores text a student samples after a prompt; task {task.name} does not "
                         "continue prompts, so set train.eval_samples: 0")
+    if task.cached_positions is None and any(teacher.cache is not None for teacher in config.teachers):
+        raise UserError(f"teacher.cache holds per-token signals (tasks causal_lm and seq2seq_lm); task {task.name} "
+                        "distils from a live teacher, so use teacher.path")
     unused = sorted(set(config.data.model_fields_set) - COMMON_DATA_FIELDS - task.data_fields)
     if unused:
         raise UserError(f"data.{unused[0]} does not apply to task {task.name}; remove it from the config "

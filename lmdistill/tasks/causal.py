@@ -23,6 +23,7 @@ class CausalLMTask(OneLayerStack):
     headless_logits = True
     pipeline_tag = "text-generation"
     samples_from_prompts = True
+    cached_positions = "input_ids"
 
     def bind_model(self, model):
         return None

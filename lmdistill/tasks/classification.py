@@ -61,6 +61,7 @@ class SequenceClassificationTask(OneLayerStack):
     headless_logits = False
     pipeline_tag = "text-classification"
     samples_from_prompts = False
+    cached_positions = None
 
     def __init__(self):
         self.largest_label = -1

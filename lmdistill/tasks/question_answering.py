@@ -24,6 +24,7 @@ class QuestionAnsweringTask(OneLayerStack):
     headless_logits = False
     pipeline_tag = "question-answering"
     samples_from_prompts = False
+    cached_positions = None
 
     def __init__(self):
         self.eval_questions: list[dict] = []

@@ -40,6 +40,7 @@ class Seq2SeqLMTask:
         "cross": FeatureStack(frozenset({"attention"}), positions="loss", keys="tokens"),
     }
     samples_from_prompts = False
+    cached_positions = "labels"
 
     def __init__(self):
         self._decoder_inputs: DecoderInputs | None = None

@@ -61,5 +61,5 @@ class CachedTeacher:
 
     def batch(self, batch, example_indices, needs: Needs, task) -> SparseTeacherBatch:
         device = batch["input_ids"].device
-        sparse = self.cache.teacher_batch(example_indices, batch["input_ids"].shape[1])
+        sparse = self.cache.teacher_batch(example_indices, batch[task.cached_positions].shape[1])
         return SparseTeacherBatch(sparse.map(lambda t: task.align_positions(t).to(device)), self.cache.vocab_size)
