@@ -28,6 +28,14 @@ def _losses(run_dir) -> list[dict]:
     return [line for line in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if line["split"] == "train"]
 
 
+def assert_same_weights(actual_dir, expected_dir, atol: float = 1e-5) -> None:
+    """The two student dirs hold the same tensors, to ``atol``."""
+    expected, actual = load_file(str(expected_dir / "model.safetensors")), load_file(str(actual_dir / "model.safetensors"))
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=atol)
+
+
 def test_a_full_cache_run_reaches_the_live_teacher_student(tmp_path, char_tokenizer_dir):
     live_raw = char_run_config(tmp_path / "live", char_tokenizer_dir, train=TRAIN, objective=OBJECTIVE)
     live = distill(live_raw)
@@ -36,10 +44,7 @@ def test_a_full_cache_run_reaches_the_live_teacher_student(tmp_path, char_tokeni
     for live_line, cached_line in zip(_losses(tmp_path / "live"), _losses(tmp_path / "cached"), strict=True):
         for key in ("loss", "loss/jsd", "loss/ce"):
             assert cached_line[key] == pytest.approx(live_line[key], rel=1e-5, abs=1e-7), key
-    live_weights, cached_weights = load_file(str(live.student_dir / "model.safetensors")), load_file(str(cached.student_dir / "model.safetensors"))
-    assert live_weights.keys() == cached_weights.keys()
-    for name in live_weights:
-        torch.testing.assert_close(cached_weights[name], live_weights[name], rtol=0, atol=1e-5)
+    assert_same_weights(cached.student_dir, live.student_dir)
 
 
 def test_a_top_k_cache_run_trains(tmp_path, char_tokenizer_dir):

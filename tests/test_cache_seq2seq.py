@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from lmdistill import distill
 from lmdistill.cache import TeacherCache, build_teacher_cache
@@ -17,6 +16,7 @@ from lmdistill.models.build import load_teacher
 from lmdistill.models.loading import load_tokenizer
 from lmdistill.tasks import get_task
 from test_cache import VOCAB, char_tokenizer_dir  # noqa: F401  (fixture)
+from test_cache_engine import _losses, assert_same_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,10 +66,6 @@ def test_a_seq2seq_cache_holds_the_teachers_distribution_at_every_target_positio
         torch.testing.assert_close(stored, expected, rtol=0, atol=1e-5)
 
 
-def _losses(run_dir) -> list[dict]:
-    return [row for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if row["split"] == "train"]
-
-
 def test_a_run_from_a_full_seq2seq_cache_trains_like_the_live_teacher_run(tmp_path, seq2seq_run):
     live = distill(seq2seq_run)
     cache = build_teacher_cache(parse_config(seq2seq_run), tmp_path / "cache", VOCAB)
@@ -78,10 +74,7 @@ def test_a_run_from_a_full_seq2seq_cache_trains_like_the_live_teacher_run(tmp_pa
     for live_row, cached_row in zip(_losses(tmp_path / "live"), _losses(tmp_path / "cached"), strict=True):
         for key in ("loss", "loss/forward_kl", "loss/ce"):
             assert cached_row[key] == pytest.approx(live_row[key], rel=1e-5, abs=1e-7), key
-    expected, actual = load_file(str(live.student_dir / "model.safetensors")), load_file(str(cached.student_dir / "model.safetensors"))
-    assert expected.keys() == actual.keys()
-    for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-5)
+    assert_same_weights(cached.student_dir, live.student_dir)
 
 
 def test_a_cache_for_a_task_without_per_token_signals_is_one_line(tmp_path, seq2seq_run):

@@ -25,6 +25,7 @@ from lmdistill.losses.sparse import sparse_from_logits
 from lmdistill.models.heads import model_inputs
 from lmdistill.models.loading import load_tokenizer
 from lmdistill.tasks import get_task
+from lmdistill.tasks.base import require_cacheable
 from lmdistill.models.build import load_teacher, tokenizer_source
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,7 @@ def build_teacher_cache(
     if quantize not in QUANTIZATIONS:
         raise UserError(f"quantize={quantize!r} is not one of {', '.join(str(q) for q in QUANTIZATIONS)}")
     task = get_task(config.task)
-    if task.cached_positions is None:
-        raise UserError(f"teacher caches hold per-token signals (tasks causal_lm and seq2seq_lm); task {config.task} "
-                        "distils from a live teacher, so use teacher.path")
+    require_cacheable(task)
     teacher_config = config.teachers[0]
     if teacher_config.cache is not None:
         raise UserError("teacher is already a cache; give the live teacher (teacher.path or teacher.config) to build one")

@@ -120,13 +120,19 @@ def check_config(task: Task, config: RunConfig) -> None:
     if config.train.eval_samples and not task.samples_from_prompts:
         raise UserError(f"train.eval_samples scores text a student samples after a prompt; task {task.name} does not "
                         "continue prompts, so set train.eval_samples: 0")
-    if task.cached_positions is None and any(teacher.cache is not None for teacher in config.teachers):
-        raise UserError(f"teacher.cache holds per-token signals (tasks causal_lm and seq2seq_lm); task {task.name} "
-                        "distils from a live teacher, so use teacher.path")
+    if any(teacher.cache is not None for teacher in config.teachers):
+        require_cacheable(task)
     unused = sorted(set(config.data.model_fields_set) - COMMON_DATA_FIELDS - task.data_fields)
     if unused:
         raise UserError(f"data.{unused[0]} does not apply to task {task.name}; remove it from the config "
                         f"(task {task.name} reads data.{', data.'.join(sorted(COMMON_DATA_FIELDS | task.data_fields))})")
+
+
+def require_cacheable(task: Task) -> None:
+    """UserError when ``task``'s teacher signal has no per-token layout a teacher cache can hold."""
+    if task.cached_positions is None:
+        raise UserError(f"teacher caches hold per-token signals (tasks causal_lm and seq2seq_lm); task {task.name} "
+                        "distils from a live teacher, so use teacher.path")
 
 
 def no_rollout(task_name: str) -> UserError:
