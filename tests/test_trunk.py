@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 import lmdistill
 from lmdistill import api, presets
 from lmdistill.cli import main
-from lmdistill.config import DataConfig, StudentConfig, parse_config
+from lmdistill.config import DataConfig, StudentConfig, dump_config, parse_config
 from lmdistill.data.collate import batches_for_epoch
 from lmdistill.errors import UserError
 from lmdistill.models.build import build_student
@@ -169,6 +169,23 @@ def test_a_setting_that_does_not_apply_to_the_task_is_a_one_line_error(tmp_path,
     path = write_config(tmp_path / "run.yaml", raw)
     assert main(["train", "--config", str(path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: data.{field} does not apply to task {task}")
+
+
+@pytest.mark.parametrize("task,data", [
+    ("seq2seq_lm", {"source_field": "en", "target_field": "de"}),
+    ("sequence_classification", {"labels": ["neg", "pos"]}),
+    ("causal_lm", {"format": "prompt_completion"}),
+    ("question_answering", {"doc_stride": 32}),
+])
+def test_a_runs_saved_config_loads_back_for_every_task(tmp_path, task, data):
+    # config.yaml writes every default out (also the other tasks' data fields); a default is not a setting.
+    raw = {"output_dir": str(tmp_path / "run"), "task": task, "teacher": {"path": "t"}, "student": {"path": "s"},
+           "data": {"train": "x.jsonl", **data}, "objective": [{"name": "ce"}], "train": {"max_steps": 1}}
+    [config] = api.load_run_configs(raw)
+    saved = yaml.safe_load(dump_config(config))
+    assert set(DataConfig.model_fields) - set(get_task(task).data_fields) & set(saved["data"])  # other tasks' fields too
+    [reloaded] = api.load_run_configs(saved)
+    assert reloaded == config
 
 
 # --- the article's call ---------------------------------------------------------------------------------------------

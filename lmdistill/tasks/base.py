@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 
-from lmdistill.config import RunConfig, SamplingConfig, TermConfig
+from lmdistill.config import DataConfig, RunConfig, SamplingConfig, TermConfig
 from lmdistill.errors import UserError
 from lmdistill.losses import registry
 from lmdistill.models.capture import CapturedAttention
@@ -122,10 +122,18 @@ def check_config(task: Task, config: RunConfig) -> None:
                         "continue prompts, so set train.eval_samples: 0")
     if any(teacher.cache is not None for teacher in config.teachers):
         require_cacheable(task)
-    unused = sorted(set(config.data.model_fields_set) - COMMON_DATA_FIELDS - task.data_fields)
+    unused = sorted(set(changed_data_fields(config.data)) - COMMON_DATA_FIELDS - task.data_fields)
     if unused:
         raise UserError(f"data.{unused[0]} does not apply to task {task.name}; remove it from the config "
                         f"(task {task.name} reads data.{', data.'.join(sorted(COMMON_DATA_FIELDS | task.data_fields))})")
+
+
+def changed_data_fields(data: DataConfig) -> list[str]:
+    """The data fields set to something other than their default: a run's saved config.yaml writes every default
+    out, and a field left at its default does nothing for any task, so it reloads for every task."""
+    fields = type(data).model_fields
+    return [name for name in data.model_fields_set
+            if getattr(data, name) != fields[name].get_default(call_default_factory=True)]
 
 
 def require_cacheable(task: Task) -> None:
