@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from benchmarks_md import replace_section
-from lmdistill.compress import BASELINE_OBJECTIVE, DISTILLED_OBJECTIVE, CompressSettings, Stages, count_parameters, run_config
+from lmdistill.compress import (BASELINE_OBJECTIVE, DISTILLED_OBJECTIVE, CompressSettings, Stages, count_parameters, run_config,
+                                teacher_cache)
 from lmdistill.config import DataConfig, parse_config
 from lmdistill.data.causal import load_causal_datasets
 from lmdistill.demo import DemoSettings, prepare_teacher_and_data
@@ -56,7 +57,7 @@ def untrained_student(work: Path, teacher, plan: dict, tokenizer):
     task = get_task("causal_lm")
     config = parse_config(run_config(CompressSettings(teacher=str(work / "teacher"), train=str(work / "train.jsonl"),
                                                        eval=str(work / "heldout.jsonl"), layers=1), work / "unused", plan,
-                                      DISTILLED_OBJECTIVE), source="benchmark")
+                                      DISTILLED_OBJECTIVE, {"path": str(work / "teacher")}), source="benchmark")
     examples, _ = task.load_datasets(config.data, tokenizer, config.seed)
     calibration = task_calibration(task, examples, tokenizer.pad_token_id, count=32, batch_size=8, seed=config.seed)
     return build_student(config.student, teacher, model_class=task.model_class, seed=0, calibration=calibration).eval()
@@ -82,6 +83,11 @@ def main() -> None:
     examples = held_out(work, tokenizer)
     device = torch.device("cpu")
     teacher_ppl = causal_lm_scores(teacher, None, examples, tokenizer.pad_token_id, 8, device)["perplexity"]
+    # KD reads the teacher's top-k from one cache of the training data, as `lmdistill compress` does (shared by shapes and seeds).
+    cache_started = time.perf_counter()
+    settings = CompressSettings(teacher=str(work / "teacher"), train=str(work / "train.jsonl"), eval=str(work / "heldout.jsonl"), layers=1)
+    cache = teacher_cache(settings, work, {"count": 1})
+    cache_s = time.perf_counter() - cache_started
     students = {}
     for shape in args.shapes:
         plan = {**SHAPES[shape], "calibration_examples": 32}
@@ -100,7 +106,7 @@ def main() -> None:
                 settings = CompressSettings(teacher=str(work / "teacher"), train=str(work / "train.jsonl"), eval=str(work / "heldout.jsonl"),
                                             layers=1, steps=args.steps, learning_rate=args.learning_rate, seed=seed)
                 output = work / "runs" / f"{shape.replace(' ', '_').replace(',', '')}-{key}"
-                raw = run_config(settings, output, plan, objective)
+                raw = run_config(settings, output, plan, objective, cache if method == "kd" else {"path": str(work / "teacher")})
                 raw["train"].update(eval_every=None, progress=False)
                 result = distill(parse_config(raw, source="benchmark"))
                 trained = load_model(str(result.student_dir), what="student").eval()
@@ -111,7 +117,7 @@ def main() -> None:
         results_path.write_text(json.dumps(results, indent=2))
     speeds = measure_speeds({"teacher": teacher, **students}, torch.tensor([examples[0]["input_ids"][:16]]),
                             torch.tensor([examples[0]["input_ids"][:128]]), rounds=3)
-    text = render(args, results, speeds, teacher_ppl, count_parameters(teacher.config), prepared_s, time.perf_counter() - started)
+    text = render(args, results, speeds, teacher_ppl, count_parameters(teacher.config), prepared_s, cache_s, time.perf_counter() - started)
     print(text)
     if args.write:
         replace_section(SECTION, text)
@@ -123,15 +129,17 @@ def _mean_spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def render(args, results, speeds, teacher_ppl, teacher_params, prepared_s, total_s) -> str:
+def render(args, results, speeds, teacher_ppl, teacher_params, prepared_s, cache_s, total_s) -> str:
     seeds = args.seeds
     lines = [SECTION, "",
              f"`.venv/bin/python benchmarks/compression.py --write --seeds {' '.join(map(str, seeds))} --steps {args.steps} "
              f"--learning-rate {args.learning_rate}`, {date.today()}, {platform.machine()} ({torch.get_num_threads()} torch threads), "
-             f"{total_s / 60:.0f} min in all ({prepared_s:.0f} s for the teacher and its pseudo data).", "",
+             f"{total_s / 60:.0f} min in all ({prepared_s:.0f} s for the teacher and its pseudo data, {cache_s:.0f} s for its "
+             "top-k cache).", "",
              "SmolLM2-135M-Instruct teacher; its greedy answers to the demo's 64 training prompts are the training data and "
              "its answers to the 32 held-out prompts the evaluation text (perplexity over the answer tokens). Each student "
-             f"is trained {args.steps} steps of 8 at lr {args.learning_rate} twice: KD (forward KL + 0.5 CE) and CE only, "
+             f"is trained {args.steps} steps of 8 at lr {args.learning_rate} twice: KD (forward KL + 0.5 CE, the teacher's "
+             f"top-{CompressSettings.cache_top_k} log-probs from a cache, as `lmdistill compress` does) and CE only, "
              f"same data, steps and schedule. Perplexity: mean ± standard deviation over seeds {seeds} (the seed sets the "
              "data order; the pruned student is the same). Decoding speed: greedy tokens/s with the KV cache, 32 new tokens, "
              "shapes timed in 3 interleaved rounds (median).", "",

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoModelForCausalLM
 
+from lmdistill.cache import build_teacher_cache
 from lmdistill.config import DataFormat, parse_config
 from lmdistill.errors import UserError
 from lmdistill.eval.compare import SUMMARY_COLUMNS, compare_model_dirs, summary_rows
@@ -57,6 +58,9 @@ class CompressSettings:
     learning_rate: float = 6e-4
     max_length: int = 256
     samples: int = 4  # held-out prompts shown with every model's answer in the report
+    # The distilled run reads the teacher's top-k log-probs from a cache built in one pass over the training data
+    # (no teacher forward in its steps); None: the live teacher (exact, slower).
+    cache_top_k: int | None = 64
     seed: int = 0
     objective: tuple[dict, ...] = DISTILLED_OBJECTIVE
     title: str = "compress"
@@ -69,6 +73,8 @@ class CompressSettings:
             raise UserError(f"--ratio {self.ratio} must be between 0 and 1 (the share of the teacher's parameters kept)")
         if self.layers is not None and self.prune != "depth":
             raise UserError("--layers is a depth target; use --params or --ratio with --prune width or both")
+        if self.cache_top_k is not None and self.cache_top_k < 1:
+            raise UserError(f"--cache-top-k {self.cache_top_k} must be at least 1 (or leave the cache out with --live-teacher)")
 
 
 @dataclass
@@ -80,7 +86,7 @@ class CompressResult:
     pruning: dict[str, Any] = field(default_factory=dict)
 
 
-COMPRESS_STAGES = 5
+COMPRESS_STAGES = 6
 
 
 class Stages:
@@ -152,20 +158,26 @@ def compress(settings: CompressSettings, stages: Stages | None = None) -> Compre
     plan = plan_pruning(teacher_config, settings)
     stages.done(f"{_describe(plan, teacher_config)}")
 
+    live_teacher = {"path": settings.teacher}
+    stages.start("teacher signal for the distilled run", "one teacher forward pass over the training data" if settings.cache_top_k else None)
+    distilled_teacher = teacher_cache(settings, out, plan) if settings.cache_top_k else live_teacher
+    stages.done(f"top-{settings.cache_top_k} cache at {distilled_teacher['cache']}" if settings.cache_top_k else "live teacher (no cache)")
+
     runs: dict[str, Any] = {}
     estimate = f"{settings.steps} steps; the progress line shows an ETA"
-    for name, objective, title in (
-        ("distilled", settings.objective, "distil: prune by importance, then KD (" + " + ".join(t["name"] for t in settings.objective) + ")"),
-        ("baseline", BASELINE_OBJECTIVE, "baseline: the same pruned student, data and steps, cross-entropy only"),
+    for name, objective, teacher, title in (
+        ("distilled", settings.objective, distilled_teacher,
+         "distil: prune by importance, then KD (" + " + ".join(t["name"] for t in settings.objective) + ")"),
+        ("baseline", BASELINE_OBJECTIVE, live_teacher, "baseline: the same pruned student, data and steps, cross-entropy only"),
     ):
         stages.start(title, estimate)
-        config = parse_config(run_config(settings, out / name, plan, objective), source=settings.title)
+        config = parse_config(run_config(settings, out / name, plan, objective, teacher), source=settings.title)
         shutil.rmtree(out / name, ignore_errors=True)
         runs[name] = distill(config)
         if runs[name].stopped_early:  # Ctrl-C: the checkpoint is saved; no later stage runs (the CLI exits 130)
             raise KeyboardInterrupt
         elapsed = stages.done(f"{runs[name].steps} steps, student at {runs[name].student_dir}")
-        estimate = f"under {elapsed:.0f} s (the distilled run's time; no teacher forward)"
+        estimate = f"about {elapsed:.0f} s (the distilled run's time)"
 
     stages.start("evaluate teacher, distilled student and baseline on held-out data",
                  "a minute or two on a CPU for small models (perplexity, agreement, answers, speed in 3 rounds)")
@@ -193,13 +205,25 @@ def _describe(plan: dict[str, Any], teacher_config) -> str:
     return what
 
 
-def run_config(settings: CompressSettings, output_dir: Path, plan: dict[str, Any], objective) -> dict[str, Any]:
-    """The raw run config of one training stage: the pruned student ``plan`` trained on ``objective``."""
+def teacher_cache(settings: CompressSettings, out: Path, plan: dict[str, Any]) -> dict[str, str]:
+    """Build the top-``cache_top_k`` teacher cache of the training data under ``out/teacher-cache`` (afresh: the
+    data may have changed since a previous run); the distilled run's ``teacher`` setting that reads it."""
+    folder = out / "teacher-cache"
+    shutil.rmtree(folder, ignore_errors=True)
+    raw = run_config(settings, out / "distilled", plan, settings.objective, {"path": settings.teacher})
+    build_teacher_cache(parse_config(raw, source=settings.title), folder, settings.cache_top_k)
+    return {"cache": str(folder)}
+
+
+def run_config(settings: CompressSettings, output_dir: Path, plan: dict[str, Any], objective, teacher: dict[str, str]) -> dict[str, Any]:
+    """The raw run config of one training stage: the pruned student ``plan`` trained on ``objective`` with ``teacher``
+    (a live teacher path, or a cache whose manifest names the model the student is pruned from)."""
     steps = settings.steps
     return {
         "output_dir": str(output_dir),
         "seed": settings.seed,
-        "teacher": {"path": settings.teacher},
+        "tokenizer": settings.teacher,  # also when the teacher signal is a cache
+        "teacher": teacher,
         "student": {"from_teacher": plan},
         "data": {"train": settings.train, "eval": settings.eval, "format": settings.data_format, "max_length": settings.max_length},
         "objective": [dict(term) for term in objective],

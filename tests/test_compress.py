@@ -6,12 +6,16 @@ import json
 
 import pytest
 import torch
+import yaml
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from conftest import require_shared_data, tiny_llama_config
+from lmdistill.cache.reader import TeacherCache
 from lmdistill.cli import main
 from lmdistill.commands.compress import parse_count
 from lmdistill.compress import CompressSettings, count_parameters, plan_pruning
+from lmdistill.config import DataConfig
+from lmdistill.data.causal import load_causal_datasets
 from lmdistill.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -98,7 +102,7 @@ def test_compress_runs_end_to_end_from_the_cli(tiny_teacher, capsys):
     report = (out / "distilled" / "report" / "report.md").read_text()
     assert "Answers side by side" in report and "Pruning" in report
     printed = capsys.readouterr().out
-    assert "5/5 report" in printed and "report.html" in printed
+    assert "6/6 report" in printed and "report.html" in printed
 
 
 def test_compress_with_width_pruning_gives_a_narrower_student(tiny_teacher):
@@ -112,3 +116,40 @@ def test_compress_with_width_pruning_gives_a_narrower_student(tiny_teacher):
                  "--prune", "width", "--steps", "1", "--batch-size", "4", "--output-dir", str(out)]) == 0
     student = LlamaForCausalLM.from_pretrained(out / "distilled" / "student")
     assert student.config.num_hidden_layers == 4 and student.config.intermediate_size < teacher.config.intermediate_size
+
+
+def test_the_distilled_run_reads_a_top_k_cache_of_the_teacher_and_the_baseline_the_live_teacher(tiny_teacher):
+    out = tiny_teacher / "out"
+    assert main(["compress", "--teacher", str(tiny_teacher / "teacher"), "--data", str(tiny_teacher / "train.jsonl"),
+                 "--eval-data", str(tiny_teacher / "heldout.jsonl"), "--format", "prompt_completion", "--layers", "2",
+                 "--steps", "1", "--batch-size", "4", "--cache-top-k", "5", "--output-dir", str(out)]) == 0
+    distilled = yaml.safe_load((out / "distilled" / "config.yaml").read_text())
+    baseline = yaml.safe_load((out / "baseline" / "config.yaml").read_text())
+    assert distilled["teacher"]["cache"] == str(out / "teacher-cache") and "path" not in distilled["teacher"]
+    assert baseline["teacher"]["path"] == str(tiny_teacher / "teacher") and "cache" not in baseline["teacher"]
+    # The cache holds the teacher's own top-5 log-probs (T = 1) at every position of the first training example.
+    cache = TeacherCache(out / "teacher-cache")
+    assert cache.top_k == 5 and cache.manifest["teacher"]["path"] == str(tiny_teacher / "teacher")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher / "teacher")
+    data = DataConfig(train=str(tiny_teacher / "train.jsonl"), format="prompt_completion", max_length=256)
+    ids = load_causal_datasets(data, tokenizer, seed=0)[0][0]["input_ids"]
+    teacher = LlamaForCausalLM.from_pretrained(tiny_teacher / "teacher").eval()
+    with torch.no_grad():
+        expected = torch.log_softmax(teacher(torch.tensor([ids])).logits[0].double(), dim=-1).topk(5, dim=-1)
+    stored = cache.example(0)
+    assert stored.token_ids.shape[0] == len(ids)
+    torch.testing.assert_close(stored.log_probs.double(), expected.values, atol=1e-4, rtol=0)
+
+
+def test_live_teacher_distils_without_a_cache(tiny_teacher):
+    out = tiny_teacher / "out"
+    assert main(["compress", "--teacher", str(tiny_teacher / "teacher"), "--data", str(tiny_teacher / "train.jsonl"),
+                 "--eval-data", str(tiny_teacher / "heldout.jsonl"), "--format", "prompt_completion", "--layers", "2",
+                 "--steps", "1", "--batch-size", "4", "--live-teacher", "--output-dir", str(out)]) == 0
+    assert yaml.safe_load((out / "distilled" / "config.yaml").read_text())["teacher"]["path"] == str(tiny_teacher / "teacher")
+    assert not (out / "teacher-cache").exists()
+
+
+def test_a_cache_of_no_tokens_is_refused():
+    with pytest.raises(UserError, match="--cache-top-k 0 must be at least 1"):
+        _settings(layers=2, cache_top_k=0)

@@ -37,7 +37,7 @@ def test_demo_runs_every_stage_and_reports(tmp_path, capsys):
     assert "baseline" in report and "Top-1 agreement" in report and "Answers side by side" in report
     assert result.samples[0]["teacher"].splitlines()[0][:40] in report  # table cells join an answer's lines
     printed = capsys.readouterr().out
-    assert "7/7 report" in printed and "report:" in printed
+    assert "8/8 report" in printed and "report:" in printed
 
 
 def test_demo_refuses_too_few_prompts(tmp_path):

@@ -38,6 +38,10 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--max-length", type=int, default=defaults.max_length)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    teacher = parser.add_mutually_exclusive_group()
+    teacher.add_argument("--cache-top-k", type=int, default=defaults.cache_top_k,
+                         help="the distilled run reads the teacher's top-k log-probs from a cache built once (default %(default)s)")
+    teacher.add_argument("--live-teacher", action="store_true", help="run the teacher in every step instead (exact, slower)")
     parser.add_argument("--output-dir", default=defaults.output_dir)
 
 
@@ -50,5 +54,6 @@ def _compress(args: argparse.Namespace) -> int:
         layers=args.layers, params=args.params, ratio=args.ratio, prune=args.prune, score=args.score,
         calibration_examples=args.calibration_examples, steps=args.steps, batch_size=args.batch_size,
         learning_rate=args.learning_rate, max_length=args.max_length, seed=args.seed,
+        cache_top_k=None if args.live_teacher else args.cache_top_k,
     ))
     return 0
