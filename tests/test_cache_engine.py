@@ -56,6 +56,20 @@ def test_a_top_k_cache_run_trains(tmp_path, char_tokenizer_dir):
     assert lines[-1]["loss"] == pytest.approx(lines[-1]["loss/jsd"] + 0.5 * lines[-1]["loss/ce"], rel=1e-6)
 
 
+def test_a_large_vocabulary_cache_run_applies_the_head_at_loss_positions_only_with_the_same_result(tmp_path, char_tokenizer_dir):
+    # fused_vocab_threshold 1 makes every vocabulary "large": the student runs headless and its head is applied to the
+    # loss positions alone; the default threshold materialises (B, S, V) logits. Same losses, same weights.
+    raw = char_run_config(tmp_path / "full", char_tokenizer_dir, train=TRAIN, objective=OBJECTIVE)
+    cache = build_teacher_cache(parse_config(raw), tmp_path / "cache", 8)
+    full = distill({**raw, "teacher": {"cache": str(cache)}})
+    rows = distill({**raw, "output_dir": str(tmp_path / "rows"), "teacher": {"cache": str(cache)},
+                    "train": {**TRAIN, "fused_vocab_threshold": 1}})
+    for full_line, rows_line in zip(_losses(tmp_path / "full"), _losses(tmp_path / "rows"), strict=True):
+        for key in ("loss", "loss/jsd", "loss/ce"):
+            assert rows_line[key] == pytest.approx(full_line[key], rel=1e-5, abs=1e-7), key
+    assert_same_weights(rows.student_dir, full.student_dir)
+
+
 @pytest.mark.parametrize("term,message", [({"name": "hidden_mse", "layers": "last"}, "holds logits only"),
                                           ({"name": "logit_mse"}, "logit_mse.*full logits")])
 def test_terms_a_cache_cannot_feed_are_user_errors(tmp_path, char_tokenizer_dir, term, message):

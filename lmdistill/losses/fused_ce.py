@@ -20,6 +20,15 @@ def _chunk_logits(hidden, weight, bias, logit_softcap):
     return logits
 
 
+def row_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+               logit_softcap: float | None = None) -> torch.Tensor:
+    """float32 logits softcap(h Wᵀ + b) of a few chosen rows: hidden (N, H), weight (V, H) -> (N, V).
+
+    For a head applied at the loss positions only (a sparse teacher needs the student's whole distribution there, and
+    nowhere else), instead of at every position of the batch."""
+    return _chunk_logits(hidden, weight, bias, logit_softcap)
+
+
 def _valid_rows(targets, mask, ignore_index=IGNORE_INDEX):
     """Flat indices of the positions with a target and, given a mask, inside it."""
     valid = targets.reshape(-1) != ignore_index

@@ -10,6 +10,7 @@ import torch
 from lmdistill.cache.reader import TeacherCache
 from lmdistill.errors import UserError
 from lmdistill.losses import reduce
+from lmdistill.losses.fused_ce import row_logits
 from lmdistill.losses.sparse import SparseTeacher, sparse_version
 from lmdistill.objective import Features, Masks, Needs
 from lmdistill.teachers.base import refuse_span_terms
@@ -24,14 +25,22 @@ class SparseTeacherBatch:
     features: Features = field(default_factory=Features)  # a cache holds no hidden states or attention
 
     def logit_term(self, name: str, params: dict[str, Any], student: Features, masks: Masks) -> torch.Tensor:
-        student_logits = student.logits
-        if student_logits.shape[-1] < self.vocab_size:
+        student_vocab = student.logits.shape[-1] if student.logits is not None else student.head_weight.shape[0]
+        if student_vocab < self.vocab_size:
             raise UserError(
-                f"the student's vocabulary ({student_logits.shape[-1]}) is smaller than the cached teacher's ({self.vocab_size}); "
+                f"the student's vocabulary ({student_vocab}) is smaller than the cached teacher's ({self.vocab_size}); "
                 "distil into a student that shares the teacher's tokenizer"
             )
+        if student.logits is None:
+            # A large vocabulary: the student's head runs on the loss positions only, (N, V) instead of (B, S, V).
+            rows = masks.loss.to(torch.bool)
+            student_logits = row_logits(student.last_hidden[rows], student.head_weight[:self.vocab_size],
+                                        None if student.head_bias is None else student.head_bias[:self.vocab_size],
+                                        student.logit_softcap)
+            per_position = sparse_version(name)(student_logits, self.sparse.map(lambda t: t[rows]), **params)
+            return reduce(per_position, torch.ones_like(per_position, dtype=torch.bool), num_valid=masks.loss_count)
         # The student's padding rows beyond the cache's vocabulary are cut, as shared_vocab does for live teachers.
-        per_position = sparse_version(name)(student_logits[..., :self.vocab_size], self.sparse, **params)
+        per_position = sparse_version(name)(student.logits[..., :self.vocab_size], self.sparse, **params)
         return reduce(per_position, masks.loss, num_valid=masks.loss_count)
 
 
@@ -39,7 +48,7 @@ class CachedTeacher:
     """Reads each micro-batch's teacher signal from the cache by example index; holds no model."""
 
     model = None
-    student_runs_headless = False
+    student_runs_headless = True  # with a large vocabulary (the run decides): the head runs at loss positions only
 
     def __init__(self, path: str, tokenizer, train_examples: list[dict]):
         self.cache = TeacherCache(path)

@@ -131,11 +131,13 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     if needs.attentions:
         attention_capture.enable_capture(student)
         attention_capture.enable_capture(feature_model)
-    # Large vocabularies: never materialise (tokens x vocab) logits; logit terms run fused from hidden states.
-    headless = (needs.logits and task.headless_logits and len(config.teachers) <= 1 and not _has_cache(config)
+    # Large vocabularies: never materialise (tokens x vocab) logits; logit terms run fused from hidden states (a
+    # cache: the student's head runs at the loss positions only).
+    headless = (needs.logits and task.headless_logits and len(config.teachers) <= 1
                 and not cross_tokenizer and vocab_size(student) >= config.train.fused_vocab_threshold)
     if headless:
-        log.info("vocabulary of %d tokens: logit terms use the fused chunked loss", vocab_size(student))
+        log.info("vocabulary of %d tokens: logit terms use the %s", vocab_size(student),
+                 "student's head at the loss positions only" if _has_cache(config) else "fused chunked loss")
     run_preflight(config, tokenizer=tokenizer, teacher=feature_model, student=student, train_examples=train_examples,
                   device=accelerator.device).raise_for_errors()
     teacher = teacher_signal(config, models, headless=headless, tokenizer=tokenizer, train_examples=train_examples)
