@@ -40,6 +40,7 @@ SECTION = "## Compression"
 SHAPES = {  # name -> student.from_teacher
     "24 layers, importance": {"count": 24, "by": "importance"},
     "20 layers, importance": {"count": 20, "by": "importance"},
+    "17 layers, importance": {"count": 17, "by": "importance"},  # the demo's student
     "15 layers, importance": {"count": 15, "by": "importance"},
     "15 layers, uniform": {"count": 15, "by": "uniform"},
     # The parameters of the 15-layer students (81.7M vs 81.4M): every layer kept, MLP 1536 -> 864, KV groups 3 -> 1.
