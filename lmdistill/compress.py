@@ -1,7 +1,8 @@
 """`lmdistill compress`: from a teacher and a size target to a distilled student, in one command.
 
 Stages: plan the pruning that reaches the target (layers, a parameter count or a ratio; depth, width or both) ->
-distil the pruned student (importance pruning on calibration batches of the training data, then KD) -> train the
+cache the teacher's top-k log-probs on the training data in one pass (unless the teacher runs live) -> distil the
+pruned student (importance pruning on calibration batches of the training data, then KD) -> train the
 same pruned student on the same data, steps and schedule with cross-entropy only (the baseline) -> evaluate
 teacher, student and baseline on held-out data, with answers side by side -> report. Every stage prints its
 progress and an estimate of its time.
