@@ -12,21 +12,15 @@ from torch.utils.checkpoint import checkpoint
 from lmdistill.losses.reduce import IGNORE_INDEX
 
 
-def _chunk_logits(hidden, weight, bias, logit_softcap):
-    """One chunk's float32 logits: softcap(h Wᵀ + b)."""
+def row_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+               logit_softcap: float | None = None) -> torch.Tensor:
+    """float32 logits softcap(h Wᵀ + b) of some rows: hidden (N, H), weight (V, H) -> (N, V). One chunk of the chunked
+    losses here; also a head applied at the loss positions only (a sparse teacher needs the student's whole
+    distribution there, and nowhere else)."""
     logits = F.linear(hidden, weight, bias).float()
     if logit_softcap is not None:
         logits = logit_softcap * torch.tanh(logits / logit_softcap)
     return logits
-
-
-def row_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-               logit_softcap: float | None = None) -> torch.Tensor:
-    """float32 logits softcap(h Wᵀ + b) of a few chosen rows: hidden (N, H), weight (V, H) -> (N, V).
-
-    For a head applied at the loss positions only (a sparse teacher needs the student's whole distribution there, and
-    nowhere else), instead of at every position of the batch."""
-    return _chunk_logits(hidden, weight, bias, logit_softcap)
 
 
 def _valid_rows(targets, mask, ignore_index=IGNORE_INDEX):
@@ -38,7 +32,7 @@ def _valid_rows(targets, mask, ignore_index=IGNORE_INDEX):
 
 
 def _chunk_cross_entropy_sum(hidden, weight, bias, targets, logit_softcap, label_smoothing):
-    logits = _chunk_logits(hidden, weight, bias, logit_softcap)
+    logits = row_logits(hidden, weight, bias, logit_softcap)
     return F.cross_entropy(logits, targets, reduction="sum", label_smoothing=label_smoothing)
 
 
@@ -78,7 +72,7 @@ def chunked_linear_cross_entropy(
 
 
 def _chunk_target_log_probs(hidden, weight, bias, targets, logit_softcap):
-    logits = _chunk_logits(hidden, weight, bias, logit_softcap)
+    logits = row_logits(hidden, weight, bias, logit_softcap)
     return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
