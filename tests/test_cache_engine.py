@@ -105,6 +105,31 @@ def test_a_full_sparse_teacher_gives_the_terms_of_the_live_teacher():
                                    torch.autograd.grad(live[label], student, retain_graph=True)[0], rtol=0, atol=1e-10)
 
 
+
+def test_a_headless_student_computes_its_head_once_for_the_sparse_kl_and_the_ce():
+    # No logits: the sparse KL applies the head at the loss positions and the CE reads the same rows; both equal the
+    # terms of materialised float32 logits h·Wᵀ (values and gradients), whatever order the objective lists them in.
+    generator = torch.Generator().manual_seed(1)
+    hidden = torch.randn(2, 5, 4, generator=generator, dtype=torch.float32, requires_grad=True)
+    head = torch.randn(7, 4, generator=generator, dtype=torch.float32)
+    teacher = torch.randn(2, 5, 7, generator=generator, dtype=torch.float32)
+    targets = torch.randint(0, 7, (2, 5), generator=generator)
+    targets[0, :2] = -100
+    masks = Masks(loss=targets != -100, tokens=torch.ones(2, 6, dtype=torch.bool), loss_count=8.0, token_count=12.0)
+    terms = build_terms(parse_config(_minimal([{"name": "ce", "weight": 0.5}, {"name": "forward_kl"}])).objective,
+                        student_layers=1, teacher_layers=1)
+    signal = SparseTeacherBatch(sparse_from_logits(teacher, 7), vocab_size=7)
+    headless = Features(last_hidden=hidden, head_weight=head)
+    shared = compute_terms(terms, headless, signal, targets, masks, None, 0.0)
+    assert list(shared) == ["ce", "forward_kl"] and headless.loss_rows.shape == (8, 7)
+    assert torch.autograd.grad(shared["ce"], headless.loss_rows, retain_graph=True)[0].abs().sum() > 0  # CE read the rows
+    dense = compute_terms(terms, Features(logits=hidden @ head.T), signal, targets, masks, None, 0.0)
+    for label in dense:
+        torch.testing.assert_close(shared[label], dense[label], rtol=0, atol=1e-6)
+        torch.testing.assert_close(torch.autograd.grad(shared[label], hidden, retain_graph=True)[0],
+                                   torch.autograd.grad(dense[label], hidden, retain_graph=True)[0], rtol=0, atol=1e-6)
+
+
 def _minimal(objective) -> dict:
     return {"output_dir": "unused", "teacher": {"cache": "unused"}, "student": {"path": "unused"}, "data": {"train": "unused"},
             "objective": objective, "train": {"max_steps": 1}}

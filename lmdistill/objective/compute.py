@@ -54,7 +54,9 @@ def compute_terms(
     Logits are already aligned with ``targets`` (the task did any causal shift); ``masks.loss`` marks the valid ones.
     """
     values: dict[str, torch.Tensor] = {}
-    for term in terms:
+    # Logit terms first: a teacher that applies the student's head at the loss positions (a sparse cache) leaves
+    # those logits in ``student`` for the label terms to share, instead of their chunked recomputation.
+    for term in sorted(terms, key=lambda term: term.kind != "logits"):
         params = term.params_at(progress)
         fn = spec(term.name).fn
         if term.kind == "labels":
@@ -73,11 +75,16 @@ def compute_terms(
             values[term.label] = _attention_term(term, fn, params, student, teacher.features, masks)
         else:  # pragma: no cover - the registry only knows these kinds
             raise AssertionError(term.kind)
-    return values
+    return {term.label: values[term.label] for term in terms}
 
 
 def label_term(fn, params: dict[str, Any], student: Features, targets: torch.Tensor, masks: Masks) -> torch.Tensor:
-    """A hard-label term; from the last hidden state and head, chunk by chunk, when the student has no logits."""
+    """A hard-label term; from the last hidden state and head, chunk by chunk, when the student has no logits (or
+    from the loss positions' logits when a teacher term already computed them)."""
+    if student.logits is None and student.loss_rows is not None:
+        rows = masks.loss.to(torch.bool)
+        per_position = fn(student.loss_rows, targets[rows], **params)
+        return reduce(per_position, torch.ones_like(per_position, dtype=torch.bool), num_valid=masks.loss_count)
     if student.logits is None:
         return chunked_linear_cross_entropy(student.last_hidden, student.head_weight, targets, bias=student.head_bias,
                                             mask=masks.loss, num_valid=masks.loss_count, logit_softcap=student.logit_softcap,

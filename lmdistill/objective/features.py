@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from lmdistill.losses.attention import AttentionCapture
+from lmdistill.losses.fused_ce import row_logits
 from lmdistill.models import capture as attention_capture
 from lmdistill.models.heads import model_inputs, output_head
 from lmdistill.objective.terms import Needs
@@ -30,6 +31,15 @@ class Features:
     head_weight: torch.Tensor | None = None
     head_bias: torch.Tensor | None = None
     logit_softcap: float | None = None
+    loss_rows: torch.Tensor | None = field(default=None, repr=False)  # see loss_row_logits
+
+    def loss_row_logits(self, masks: Masks) -> torch.Tensor:
+        """float32 (N, V) logits at the N loss positions, from ``last_hidden`` and the head (no logits held); computed
+        once per batch and shared by every term that reads them (a sparse teacher's KL and the CE beside it)."""
+        if self.loss_rows is None:
+            rows = masks.loss.to(torch.bool)
+            self.loss_rows = row_logits(self.last_hidden[rows], self.head_weight, self.head_bias, self.logit_softcap)
+        return self.loss_rows
 
 
 @dataclass

@@ -10,7 +10,6 @@ import torch
 from lmdistill.cache.reader import TeacherCache
 from lmdistill.errors import UserError
 from lmdistill.losses import reduce
-from lmdistill.losses.fused_ce import row_logits
 from lmdistill.losses.sparse import SparseTeacher, sparse_version
 from lmdistill.objective import Features, Masks, Needs
 from lmdistill.teachers.base import refuse_span_terms
@@ -34,9 +33,7 @@ class SparseTeacherBatch:
         if student.logits is None:
             # A large vocabulary: the student's head runs on the loss positions only, (N, V) instead of (B, S, V).
             rows = masks.loss.to(torch.bool)
-            student_logits = row_logits(student.last_hidden[rows], student.head_weight[:self.vocab_size],
-                                        None if student.head_bias is None else student.head_bias[:self.vocab_size],
-                                        student.logit_softcap)
+            student_logits = student.loss_row_logits(masks)[:, :self.vocab_size]  # shared with a CE term
             per_position = sparse_version(name)(student_logits, self.sparse.map(lambda t: t[rows]), **params)
             return reduce(per_position, torch.ones_like(per_position, dtype=torch.bool), num_valid=masks.loss_count)
         # The student's padding rows beyond the cache's vocabulary are cut, as shared_vocab does for live teachers.
