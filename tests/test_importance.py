@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification, BertConfig, BertMod
 
 from conftest import tiny_llama_config, tiny_run_config
 from lmdistill import distill
-from lmdistill.cache import build_teacher_cache
+from lmdistill.cache import build_teacher_cache, run_tokenizer_source
 from lmdistill.config import parse_config
 from lmdistill.errors import UserError
 from lmdistill.models.importance import block_influence, loss_increase, most_important
@@ -148,7 +148,11 @@ def test_a_student_pruned_by_importance_from_a_teacher_cache_loads_the_teacher_t
     raw["teacher"] = {"path": str(teacher_dir)}
     cache = build_teacher_cache(parse_config(raw), tmp_path / "cache", 8)
     scores, teacher = _expected_importance(raw, gpt2_tokenizer_dir)
-    cached = distill({**raw, "output_dir": str(tmp_path / "cached"), "teacher": {"cache": str(cache)}})
+    # No `tokenizer:` either: nothing but the cache names one, so the run reads the one the cache was built with.
+    cached_raw = {**{k: v for k, v in raw.items() if k != "tokenizer"}, "output_dir": str(tmp_path / "cached"),
+                  "teacher": {"cache": str(cache)}}
+    assert run_tokenizer_source(parse_config(cached_raw)) == raw["tokenizer"]
+    cached = distill(cached_raw)
     record = json.loads((tmp_path / "cached" / "pruning.json").read_text())
     assert record["layer_scores"] == pytest.approx(scores, rel=1e-9) and record["kept_layers"] == most_important(scores, 2)
     assert cached.steps == raw["train"]["max_steps"]

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from lmdistill.cache.manifest import run_tokenizer_source
 from lmdistill.config import RunConfig
 from lmdistill.errors import UserError
 from lmdistill.preflight import checks
@@ -15,7 +16,7 @@ from lmdistill.preflight.report import PreflightReport
 from lmdistill.preflight.resources import check_memory, check_output_dir, student_parameter_count
 from lmdistill.data.plan import plan_steps
 from lmdistill.data.readers import SUPPORTED_SUFFIXES, read_records, source_names
-from lmdistill.models.build import build_student, load_teacher, tokenizer_source
+from lmdistill.models.build import build_student, load_teacher
 from lmdistill.models.loading import load_tokenizer
 from lmdistill.tasks import check_config, get_task
 from lmdistill.tasks.calibration import task_calibration
@@ -102,7 +103,7 @@ def _describe_model(model: Any) -> str:
 
 def _load_tokenizer(report: PreflightReport, config: RunConfig) -> Any | None:
     try:
-        source = tokenizer_source(config)
+        source = run_tokenizer_source(config)
         status = offline_status(source)
         if status not in (None, "missing"):
             report.warning("tokenizer", f"{source}: not checked ({status})")
@@ -167,7 +168,7 @@ def _build_student(report: PreflightReport, config: RunConfig, task, teacher: An
 
 def _check_model_tokenizers(report: PreflightReport, config: RunConfig, tokenizer: Any) -> None:
     """Models that ship their own tokenizer must agree with the run's (the teacher's unless `tokenizer:` is set)."""
-    source = tokenizer_source(config)
+    source = run_tokenizer_source(config)
     own_tokenizer = config.teachers and config.teachers[0].tokenizer is not None  # checked by alignment instead
     paths = {"student tokenizer": config.student.path,
              "teacher tokenizer": config.teachers[0].path if config.teachers and not own_tokenizer else None}

@@ -13,7 +13,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 
-from lmdistill.cache.manifest import read_manifest
+from lmdistill.cache.manifest import read_manifest, run_tokenizer_source
 from lmdistill.config import RunConfig, TeacherConfig, dump_config
 from lmdistill.errors import UserError
 from lmdistill.files import write_atomically
@@ -21,7 +21,7 @@ from lmdistill.data.order import ExampleOrder, TrainBatches
 from lmdistill.data.plan import Plan, plan_steps
 from lmdistill.data.streaming import StreamedBatches
 from lmdistill.models import capture as attention_capture
-from lmdistill.models.build import StudentBundle, build_student, check_vocabularies, load_teacher, tokenizer_source
+from lmdistill.models.build import StudentBundle, build_student, check_vocabularies, load_teacher
 from lmdistill.models.heads import vocab_size
 from lmdistill.models.loading import load_tokenizer
 from lmdistill.objective import Needs, Term, build_terms, needs_of, projection_widths
@@ -106,7 +106,7 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     if config.output is not None and config.output.push_to_hub:
         hub_token()  # a run that will publish fails now (on every process alike), not after training
 
-    tokenizer = load_tokenizer(tokenizer_source(config))
+    tokenizer = load_tokenizer(run_tokenizer_source(config))
     train_examples, eval_examples = task.load_datasets(config.data, tokenizer, config.seed)
     models = _load_teachers(config, task)
     source = (models[config.feature_teacher] if config.needs_teacher else models[0]) if models else None
