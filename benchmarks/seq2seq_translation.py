@@ -6,7 +6,8 @@ No pretrained encoder-decoder model installs offline, so the benchmark makes its
 BART-style teacher (``--family t5``: T5-style) trained with lmdistill itself (task seq2seq_lm, label terms only) on
 the training pairs. The teacher run checkpoints every ``--save-every`` steps and a new start of the benchmark resumes it
 from its last checkpoint, so its training can be spread over several runs (a GPU is used when one is available). Students take 2+2 layers from the
-teacher (and, with ``--fresh``, a fresh 2+2) and are trained with the same pairs, steps and schedule as:
+teacher (``--student-layers E+D``, e.g. 4+1: a deep encoder and a one-layer decoder; with ``--fresh`` also a fresh
+student of that shape) and are trained with the same pairs, steps and schedule as:
 
 - ``ce``: the references only;
 - ``word_kd``: forward KL to the teacher's per-token distribution (+ CE on the references);
@@ -122,19 +123,20 @@ def _files(split: str) -> ParallelFiles:
     return ParallelFiles(source=str(DATA / f"{split}.en.gz"), target=str(DATA / f"{split}.de.gz"))
 
 
-def model_config(args, layers: int) -> dict:
-    """A fresh ``layers``+``layers`` encoder-decoder of ``args.family``, width ``args.width``, feed-forward 4x.
+def model_config(args, layers: int, decoder_layers: int | None = None) -> dict:
+    """A fresh ``layers``+``decoder_layers`` (default ``layers``) encoder-decoder of ``args.family``, width ``args.width``, feed-forward 4x.
 
     BART is the default: with AdamW, a fresh T5 (embeddings of std 1, tied head scaled by d_model**-0.5) learns far
     slower on Multi30k. At 4+4 layers, width 256, batch 32, lr 1e-3: train CE 6.1 against BART's 5.1 after 200 steps;
     a 3,000-step T5 teacher ended at CE 4.5 (greedy BLEU 2.8), which the BART teacher passed before step 700."""
+    decoder_layers = layers if decoder_layers is None else decoder_layers
     if args.family == "t5":
         return {"model_type": "t5", "vocab_size": args.vocab_size, "d_model": args.width, "d_kv": args.width // 8,
-                "d_ff": 4 * args.width, "num_layers": layers, "num_decoder_layers": layers, "num_heads": 8,
+                "d_ff": 4 * args.width, "num_layers": layers, "num_decoder_layers": decoder_layers, "num_heads": 8,
                 "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0, "dropout_rate": 0.1}
     heads = args.width // 64
     return {"model_type": "bart", "vocab_size": args.vocab_size, "d_model": args.width, "encoder_layers": layers,
-            "decoder_layers": layers, "encoder_attention_heads": heads, "decoder_attention_heads": heads,
+            "decoder_layers": decoder_layers, "encoder_attention_heads": heads, "decoder_attention_heads": heads,
             "encoder_ffn_dim": 4 * args.width, "decoder_ffn_dim": 4 * args.width,
             "max_position_embeddings": max(args.max_source_length, 128), "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 0, "decoder_start_token_id": 0, "forced_eos_token_id": 1,
             "dropout": 0.1, "attention_dropout": 0.0, "activation_dropout": 0.0, "scale_embedding": True}
@@ -245,7 +247,10 @@ def main() -> None:
     parser.add_argument("--beams", type=int, default=4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument("--fresh", action="store_true", help="also a fresh 2+2 student trained with CE and with word KD")
+    parser.add_argument("--student-layers", default="2+2", metavar="E+D",
+                        help="encoder+decoder layers of the students, taken from the teacher's spread evenly (first and last "
+                             "kept; one layer: the last), e.g. 4+1 for a deep encoder and a shallow, fast decoder")
+    parser.add_argument("--fresh", action="store_true", help="also a fresh student of the same shape trained with CE and with word KD")
     parser.add_argument("--test-sentences", type=int, default=1000)
     parser.add_argument("--teacher-only", action="store_true", help="stop after the teacher (spread the work over starts)")
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
@@ -282,9 +287,10 @@ def main() -> None:
     if {"seq_kd", "seq_inter"} & set(args.variants) and not args.report_only:
         with timed("teacher beam outputs"):
             outputs = teacher_outputs(work, teacher_dir, args.student_pairs, args.beams, corpus)
-    last = args.teacher_layers - 1
-    pruned = {"from_teacher": {"encoder": {"layers": [0, last]}, "decoder": {"layers": [0, last]}}}
-    fresh = {"config": model_config(args, 2)}
+    encoder_layers, decoder_layers = student_layers(args)
+    pruned = {"from_teacher": {"encoder": {"layers": encoder_layers}, "decoder": {"layers": decoder_layers}}}
+    fresh = {"config": model_config(args, len(encoder_layers), len(decoder_layers))}
+    prefix = "" if args.student_layers == "2+2" else f"{args.student_layers}/"  # runs of other shapes beside the 2+2 ones
     teacher = {"path": str(teacher_dir)}
     word_kd = [{"name": "forward_kl", "weight": 0.5, "temperature": 1.0}, {"name": "ce", "weight": 0.5}]
     plans = {"ce": (pruned, str(references), label_only), "word_kd": (pruned, str(references), word_kd),
@@ -298,7 +304,7 @@ def main() -> None:
             needs_teacher = objective is word_kd or "from_teacher" in student
             # seq_inter reads twice the pairs (references + teacher outputs): same number of steps and batches.
             count = 2 * args.student_pairs if name == "seq_inter" else args.student_pairs
-            raw = run_config(args, work, f"students/{name}-s{seed}", student=student, train=train, objective=objective,
+            raw = run_config(args, work, f"students/{prefix}{name}-s{seed}", student=student, train=train, objective=objective,
                              teacher=teacher if needs_teacher else None, steps=args.student_steps, seed=seed,
                              max_examples=count, corpus=corpus)
             if args.report_only and not (Path(raw["output_dir"]) / "DONE").is_file():
@@ -306,13 +312,25 @@ def main() -> None:
             with timed("student training"):
                 student_dir = finished_run(raw)
             with timed("scoring"):
-                results[f"{name}-s{seed}"] = scores_of(work, f"{name}-s{seed}", student_dir, test, args.beams, corpus)
+                results[f"{name}-s{seed}"] = scores_of(work, f"{prefix}{name}-s{seed}", student_dir, test, args.beams, corpus)
     summary = summarise(results, list(plans), args.seeds)
     write_atomically(work / "results.json", json.dumps({"per_run": results, "summary": summary}, indent=1, ensure_ascii=False))
     text = markdown(args, summary, results, time.perf_counter() - started, corpus)
     print(text)
     if not args.no_write:
         replace_section(corpus.section, text)
+
+
+def student_layers(args) -> tuple[list[int], list[int]]:
+    """The teacher layers the students keep, encoder and decoder, from ``--student-layers E+D``."""
+    try:
+        counts = [int(count) for count in args.student_layers.split("+")]
+    except ValueError:
+        counts = []
+    if len(counts) != 2 or not all(1 <= count <= args.teacher_layers for count in counts):
+        raise SystemExit(f"--student-layers {args.student_layers}: give E+D, each 1..{args.teacher_layers} (e.g. 2+2 or 4+1)")
+    last = args.teacher_layers - 1
+    return tuple([last] if count == 1 else [round(i * last / (count - 1)) for i in range(count)] for count in counts)
 
 
 def summarise(results: dict, variants: list[str], seeds: list[int]) -> dict:
@@ -342,6 +360,7 @@ def markdown(args, summary: dict, results: dict, seconds: float, corpus: Corpus)
                f"--beams {args.beams} --seeds {' '.join(map(str, args.seeds))} --test-sentences {args.test_sentences}"
                + (f" --max-source-length {args.max_source_length}" if corpus.name == "dialogsum" else "")
                + (f" --teacher-pairs {args.teacher_pairs}" if args.teacher_pairs else "")
+               + (f" --student-layers {args.student_layers}" if args.student_layers != "2+2" else "")
                + (" --fresh" if args.fresh else ""))
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{platform.machine()} CPU (2 shared cores)"
     if corpus.name == "multi30k":
@@ -357,7 +376,8 @@ def markdown(args, summary: dict, results: dict, seconds: float, corpus: Corpus)
              f"{seconds / 60:.0f} min ({timings_line(args)}).", "",
              f"Teacher: {'BART' if args.family == 'bart' else 'T5'}-style {args.teacher_layers}+{args.teacher_layers} layers, "
              f"width {args.width}, {data}. "
-             f"Students: 2+2 layers (the teacher's first and last of each stack unless `fresh`), {args.student_steps} "
+             f"Students: {args.student_layers} layers (the teacher's encoder layers {student_layers(args)[0]} and decoder layers "
+             f"{student_layers(args)[1]} unless `fresh`), {args.student_steps} "
              f"steps of batch {args.batch_size} on the first {args.student_pairs} pairs, the same for every variant; "
              f"scores on {test}, mean ± sample stdev over seeds {', '.join(map(str, args.seeds))} (scores 0-100); "
              f"speed-up = teacher ms per example / student ms per example (batch 50, same decoding).", "",
