@@ -26,7 +26,7 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 @dataclass(frozen=True)
 class DemoSettings:
     output_dir: str = "runs/demo"
-    steps: int = 80  # 7.5 min for the whole demo on 2 idle cores; the two runs take 197 s and 162 s of it
+    steps: int = 80  # 100 steps took 10 min 10 s on 2 idle cores (BENCHMARKS "Compression"): over the 10-minute budget
     # Of 30: the most that still decode >= 1.5x the teacher's speed (measured 1.58x on 2 CPU cores; the head and
     # embeddings stay, so 15 layers give only 1.75x); untrained held-out perplexity 74 where 15 layers give 165.
     layers: int = 17
