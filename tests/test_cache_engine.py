@@ -105,10 +105,9 @@ def test_a_full_sparse_teacher_gives_the_terms_of_the_live_teacher():
                                    torch.autograd.grad(live[label], student, retain_graph=True)[0], rtol=0, atol=1e-10)
 
 
-
 def test_a_headless_student_computes_its_head_once_for_the_sparse_kl_and_the_ce():
-    # No logits: the sparse KL applies the head at the loss positions and the CE reads the same rows; both equal the
-    # terms of materialised float32 logits h·Wᵀ (values and gradients), whatever order the objective lists them in.
+    # No logits: the sparse KL applies the head at the loss positions and the CE reads the same rows, although the
+    # objective lists the CE first; both equal the terms of materialised float32 logits h·Wᵀ (values and gradients).
     generator = torch.Generator().manual_seed(1)
     hidden = torch.randn(2, 5, 4, generator=generator, dtype=torch.float32, requires_grad=True)
     head = torch.randn(7, 4, generator=generator, dtype=torch.float32)

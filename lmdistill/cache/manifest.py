@@ -13,7 +13,7 @@ from lmdistill.cache.format import FORMAT_VERSION, MANIFEST, file_sha256
 from lmdistill.config import DataConfig, RunConfig, TeacherConfig
 from lmdistill.data.readers import source_names
 from lmdistill.errors import UserError
-from lmdistill.models.build import tokenizer_source
+from lmdistill.models.build import named_tokenizer_source, tokenizer_source
 
 
 def _sha256_json(value: Any) -> str:
@@ -122,11 +122,9 @@ def check_run_matches(manifest: dict[str, Any], cache_dir: Path, tokenizer, exam
 
 
 def run_tokenizer_source(config: RunConfig) -> str:
-    """Where a run's tokenizer comes from (:func:`lmdistill.models.build.tokenizer_source`), and where nothing else
-    names one (no ``tokenizer:``, no live teacher path, no student path: e.g. a student pruned from a cache's
-    teacher), the tokenizer the teacher cache was built with, as its manifest records it."""
-    names_one = config.tokenizer or config.student.path or any(teacher.path for teacher in config.teachers)
+    """Where a run's tokenizer comes from (:func:`lmdistill.models.build.tokenizer_source`); where the settings name
+    none (e.g. a student pruned from a cache's teacher), the tokenizer the teacher cache was built with, as its
+    manifest records it."""
     cache = next((teacher.cache for teacher in config.teachers if teacher.cache is not None), None)
-    if not names_one and cache is not None:
-        return read_manifest(Path(cache))["tokenizer"]["name"]
-    return tokenizer_source(config)
+    recorded = read_manifest(Path(cache))["tokenizer"]["name"] if cache and named_tokenizer_source(config) is None else None
+    return tokenizer_source(config, fallback=recorded)

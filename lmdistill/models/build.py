@@ -144,16 +144,24 @@ def with_lora(student: torch.nn.Module, lora, *, task_type: str) -> torch.nn.Mod
     return model
 
 
-def tokenizer_source(config: RunConfig) -> str:
-    """Where the run's tokenizer comes from: ``tokenizer``, else the first teacher's path, else the student's path."""
+def named_tokenizer_source(config: RunConfig) -> str | None:
+    """The tokenizer the run's settings name: ``tokenizer``, else the first teacher's path, else the student's path;
+    None when none does."""
     if config.tokenizer:
         return config.tokenizer
     for teacher in config.teachers:
         if teacher.path and teacher.tokenizer is None:  # a teacher with its own tokenizer does not lend it
             return teacher.path
-    if config.student.path:
-        return config.student.path
-    raise UserError("no tokenizer: set `tokenizer:` to a tokenizer dir, hub id or .gguf file (the models come from configs)")
+    return config.student.path
+
+
+def tokenizer_source(config: RunConfig, fallback: str | None = None) -> str:
+    """Where the run's tokenizer comes from: :func:`named_tokenizer_source`, else ``fallback`` (e.g. the tokenizer a
+    teacher cache was built with)."""
+    source = named_tokenizer_source(config) or fallback
+    if source is None:
+        raise UserError("no tokenizer: set `tokenizer:` to a tokenizer dir, hub id or .gguf file (the models come from configs)")
+    return source
 
 
 def check_vocabularies(student: torch.nn.Module, teacher: torch.nn.Module, tokenizer) -> None:
