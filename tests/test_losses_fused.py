@@ -165,6 +165,22 @@ def test_bfloat16_runs_close_to_float64_and_returns_input_dtypes():
         assert relative < 3e-2
 
 
+def test_under_autocast_the_logits_are_made_in_its_dtype_and_loss_and_gradients_keep_the_inputs_dtypes():
+    tensors, mask = _inputs(torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = fused_linear_divergence(**tensors, divergence="forward_kl", temperature=2.0, mask=mask, chunk_tokens=8)
+    grads = _grads(fused, tensors)
+    assert fused.dtype == torch.float32 and all(grad.dtype == torch.float32 for grad in grads)
+    # Independently: the casts autocast makes for a linear layer (inputs to bfloat16), then the unfused loss in float32.
+    cast = {key: None if value is None else value.to(torch.bfloat16) for key, value in tensors.items()}
+    student_logits = _linear(cast["student_hidden"], cast["student_weight"], cast["student_bias"]).float()
+    teacher_logits = _linear(cast["teacher_hidden"], cast["teacher_weight"], cast["teacher_bias"]).float()
+    expected = reduce(get("forward_kl")(student_logits, teacher_logits, temperature=2.0), mask)
+    _assert_close(fused, expected, rtol=1e-2)
+    for actual, wanted in zip(grads, _grads(expected, tensors)):
+        assert wanted.dtype == torch.float32 and (actual - wanted).norm() / wanted.norm() < 3e-2
+
+
 def test_all_masked_gives_zero_and_zero_gradients():
     tensors, _ = _inputs()
     fused = fused_linear_divergence(**tensors, divergence="jsd", mask=torch.zeros(N, dtype=torch.bool))

@@ -64,21 +64,33 @@ def fused_linear_divergence(
     Logits made here from hidden states: z = softcap(logit_scale · (h Wᵀ + b)), softcap(x) = cap · tanh(x / cap);
     ``teacher_logits`` are the teacher model's final outputs (scale and softcap already in them), divided by T.
     Returns ``reduce(get(divergence)(z_s, z_t, temperature=T, ...), mask, num_valid=num_valid)``, a scalar in the
-    student's dtype; gradients reach student_hidden, student_weight and student_bias only, never the teacher.
+    student hidden states' dtype (under autocast the logits are made in autocast's dtype, as a linear layer's are); gradients reach student_hidden, student_weight and student_bias only, never the teacher.
     Peak extra memory is about ``memory_budget_bytes`` (chunk of tokens × V tiles) plus O(N·H + V·H).
     """
+    device_type = student_hidden.device.type
+    loss_dtype = student_hidden.dtype
+    if torch.is_autocast_enabled(device_type):
+        # Under autocast the tiles are made as autocast makes a linear layer's output: in its dtype (the casts are
+        # differentiable, so gradients return in the inputs' dtypes); the loss stays in the hidden states' dtype.
+        half = torch.get_autocast_dtype(device_type)
+        student_hidden, student_weight, student_bias, teacher_hidden, teacher_weight, teacher_bias = (
+            None if tensor is None else tensor.to(half)
+            for tensor in (student_hidden, student_weight, student_bias, teacher_hidden, teacher_weight, teacher_bias)
+        )
     options = _options(
         student_hidden, student_weight, student_bias, divergence, temperature, scale_by_temperature_squared,
-        num_valid, logit_scale, logit_softcap, chunk_tokens, memory_budget_bytes, params,
+        num_valid, logit_scale, logit_softcap, chunk_tokens, memory_budget_bytes, params, loss_dtype,
     )
     teacher = _teacher(student_hidden, student_weight, teacher_hidden, teacher_weight, teacher_bias,
                        teacher_logits, teacher_log_probs, mask)
     flat_hidden = student_hidden.reshape(-1, student_hidden.shape[-1])
-    return _FusedLinearDivergence.apply(flat_hidden, student_weight, student_bias, teacher, options)
+    with torch.autocast(device_type, enabled=False):
+        return _FusedLinearDivergence.apply(flat_hidden, student_weight, student_bias, teacher, options)
 
 
 def _options(student_hidden, student_weight, student_bias, divergence, temperature, scale_by_temperature_squared,
-             num_valid, logit_scale, logit_softcap, chunk_tokens, memory_budget_bytes, params) -> FusedOptions:
+             num_valid, logit_scale, logit_softcap, chunk_tokens, memory_budget_bytes, params,
+             loss_dtype: torch.dtype) -> FusedOptions:
     loss_spec = spec(divergence)
     if loss_spec.kind != "logits":
         raise UserError(f"loss {divergence!r} is a {loss_spec.kind} loss; the fused loss takes a logit divergence")
@@ -113,6 +125,7 @@ def _options(student_hidden, student_weight, student_bias, divergence, temperatu
         need_hidden_grad=grad_enabled and student_hidden.requires_grad,
         need_weight_grad=grad_enabled and student_weight.requires_grad,
         need_bias_grad=grad_enabled and student_bias is not None and student_bias.requires_grad,
+        loss_dtype=loss_dtype,
     )
 
 

@@ -36,6 +36,7 @@ class FusedOptions:
     need_hidden_grad: bool
     need_weight_grad: bool
     need_bias_grad: bool
+    loss_dtype: torch.dtype  # the loss's dtype (the student hidden states' before any autocast cast)
 
 
 @dataclass
@@ -150,7 +151,7 @@ def fused_forward(student_hidden, student_weight, student_bias, teacher: Teacher
         if grad_bias is not None:
             grad_bias.add_(tile.sum(0, dtype=compute_dtype), alpha=factor)
 
-    loss = (loss_sum * (loss_factor / denominator)).to(student_hidden.dtype)
+    loss = (loss_sum * (loss_factor / denominator)).to(options.loss_dtype)
     grad_weight = None if grad_weight is None else grad_weight.to(student_weight.dtype)
     grad_bias = None if grad_bias is None else grad_bias.to(student_bias.dtype)
     return loss, grad_hidden, grad_weight, grad_bias
