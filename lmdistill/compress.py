@@ -58,6 +58,7 @@ class CompressSettings:
     batch_size: int = 8
     learning_rate: float = 6e-4
     max_length: int = 256
+    precision: Literal["auto", "no", "bf16"] = "auto"  # both runs alike; auto: bf16 where the device has it natively
     samples: int = 4  # held-out prompts shown with every model's answer in the report
     # The distilled run reads the teacher's top-k log-probs from a cache built in one pass over the training data
     # (no teacher forward in its steps); None: the live teacher (exact, slower).
@@ -229,7 +230,8 @@ def run_config(settings: CompressSettings, output_dir: Path, plan: dict[str, Any
         "data": {"train": settings.train, "eval": settings.eval, "format": settings.data_format, "max_length": settings.max_length},
         "objective": [dict(term) for term in objective],
         "train": {"max_steps": steps, "batch_size": settings.batch_size, "learning_rate": settings.learning_rate,
-                  "warmup_steps": max(1, steps // 10), "log_every": 1, "eval_every": max(1, steps // 4)},
+                  "warmup_steps": max(1, steps // 10), "log_every": 1, "eval_every": max(1, steps // 4),
+                  "precision": settings.precision},
     }
 
 

@@ -311,7 +311,9 @@ class TrainConfig(Strict):
     warmup_steps: int = Field(default=0, ge=0)
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float | None = Field(default=1.0, gt=0)
-    precision: Literal["no", "bf16", "fp16"] = "no"
+    # Mixed precision (weights stay float32); "auto": bf16 where the device computes in bfloat16 natively (a GPU with
+    # bf16, a CPU with AMX or AVX512-BF16), else "no".
+    precision: Literal["no", "bf16", "fp16", "auto"] = "no"
     log_every: int = Field(default=10, ge=1)
     eval_every: int | None = Field(default=None, ge=1)
     # At each evaluation the student also samples once from this many held-out prompts: the teacher's NLL of the

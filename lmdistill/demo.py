@@ -39,6 +39,7 @@ class DemoSettings:
     calibration_examples: int = 32
     samples: int = 4
     seed: int = 0
+    precision: str = "auto"  # training precision of both runs: bf16 autocast on a CPU with AMX/AVX512-BF16, else float32
 
 
 
@@ -77,7 +78,7 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> CompressResult:
         teacher=str(teacher_dir), train=str(out / "train.jsonl"), eval=str(out / "heldout.jsonl"), data_format="chat",
         output_dir=str(out), layers=settings.layers, score=settings.score, calibration_examples=settings.calibration_examples,
         steps=settings.steps, batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=settings.seed,
-        samples=settings.samples, title="demo",
+        samples=settings.samples, precision=settings.precision, title="demo",
     ), stages)
 
 

@@ -115,3 +115,20 @@ def test_on_policy_batches_are_student_samples(tmp_path, gpt2_tokenizer_dir):
     always = losses("always", {"lmbda": 1.0, "sampling": {"temperature": 1.0, "max_new_tokens": 6}})
     assert never == plain
     assert always != plain and all(value == value and value >= 0 for value in always)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_trains_as_bf16_where_the_device_has_bf16_and_in_float32_elsewhere(tmp_path, gpt2_tokenizer_dir, monkeypatch, native):
+    import lmdistill.train.precision as precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device_type: native)
+    train = {"max_steps": 3, "batch_size": 4, "learning_rate": 1e-3, "log_every": 1, "progress": False}
+
+    def losses(name: str, setting: str) -> list[float]:
+        distill(tiny_run_config(tmp_path / name, gpt2_tokenizer_dir, train={**train, "precision": setting}))
+        lines = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        return [line["loss"] for line in lines if line["split"] == "train"]
+
+    auto, bf16, full = losses("auto", "auto"), losses("bf16", "bf16"), losses("no", "no")
+    assert auto == (bf16 if native else full)
+    assert bf16 != full  # the two settings do train differently, so the equality above tells them apart

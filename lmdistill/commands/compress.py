@@ -38,6 +38,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--max-length", type=int, default=defaults.max_length)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--precision", default=defaults.precision, choices=["auto", "no", "bf16"],
+                        help="training precision of both runs; auto (default): bf16 mixed precision where the device "
+                             "computes in bfloat16 natively (a GPU, a CPU with AMX or AVX512-BF16), else float32")
     teacher = parser.add_mutually_exclusive_group()
     teacher.add_argument("--cache-top-k", type=int, default=defaults.cache_top_k,
                          help="the distilled run reads the teacher's top-k log-probs from a cache built once (default %(default)s)")
@@ -53,7 +56,7 @@ def _compress(args: argparse.Namespace) -> int:
         teacher=args.teacher, train=args.data, eval=args.eval_data, data_format=args.format, output_dir=args.output_dir,
         layers=args.layers, params=args.params, ratio=args.ratio, prune=args.prune, score=args.score,
         calibration_examples=args.calibration_examples, steps=args.steps, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, max_length=args.max_length, seed=args.seed,
+        learning_rate=args.learning_rate, max_length=args.max_length, seed=args.seed, precision=args.precision,
         cache_top_k=None if args.live_teacher else args.cache_top_k,
     ))
     return 0

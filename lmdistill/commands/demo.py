@@ -14,11 +14,14 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=int, default=defaults.layers, help="student layers kept of the teacher's 30 (the most important)")
     parser.add_argument("--prompts", type=int, default=defaults.prompts, help="prompts to use (96 shipped; the last third are held out for evaluation)")
     parser.add_argument("--output-dir", default=defaults.output_dir, help="where every stage writes")
+    parser.add_argument("--precision", default=defaults.precision, choices=["auto", "no", "bf16"],
+                        help="training precision; auto (default): bf16 mixed precision where the CPU or GPU has it natively")
 
 
 @command("demo", "distil SmolLM2-135M-Instruct into a pruned student end to end, with a report", _arguments)
 def _demo(args: argparse.Namespace) -> int:
     from lmdistill.demo import run_demo
 
-    run_demo(DemoSettings(output_dir=args.output_dir, steps=args.steps, layers=args.layers, prompts=args.prompts))
+    run_demo(DemoSettings(output_dir=args.output_dir, steps=args.steps, layers=args.layers, prompts=args.prompts,
+                          precision=args.precision))
     return 0

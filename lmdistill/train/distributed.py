@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import torch
 
 from accelerate import Accelerator
-from accelerate.state import PartialState
+from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from torch.distributed.fsdp import FSDPModule
 
@@ -42,6 +42,17 @@ def check_sharding_supports(accelerator: Accelerator, *, samples_in_training: bo
     if samples_in_eval:
         raise UserError("train.eval_samples does not run with an FSDP-sharded student; set train.eval_samples: 0 and "
                         "score samples afterwards with lmdistill eval --sample-prompts")
+
+
+def allow_precision(precision: str) -> None:
+    """accelerate keeps one state per process and refuses a second Accelerator with another mixed precision ("restart
+    your runtime"); a run in a process that already trained with another precision (a notebook, a script comparing
+    precisions) starts from a fresh accelerator state instead. The process group (PartialState) is kept."""
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != precision:
+        log.info("accelerator state reset: this process trained in %s before, this run uses %s",
+                 state.get("_mixed_precision"), precision)
+        AcceleratorState._reset_state()
 
 
 def shard_on_cpu_if_configured(accelerator: Accelerator) -> None:

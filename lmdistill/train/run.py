@@ -32,8 +32,9 @@ from lmdistill.tasks.calibration import task_calibration
 from lmdistill.teachers import TeacherSignal, teacher_signal
 from lmdistill.version import __version__
 from lmdistill.train import checkpoint as ckpt
-from lmdistill.train.distributed import check_sharding_supports, shard_on_cpu_if_configured
+from lmdistill.train.distributed import allow_precision, check_sharding_supports, shard_on_cpu_if_configured
 from lmdistill.train.optim import make_optimizer, warmup_cosine
+from lmdistill.train.precision import resolve_precision
 from lmdistill.train.trackers import tracker_targets
 from lmdistill.train.transforms import BatchTransform, MaskInputs, OnPolicySamples
 
@@ -90,7 +91,13 @@ def build_run(config: RunConfig, *, resume: bool = False) -> Run:
     output_dir = Path(config.output_dir)
     latest = ckpt.latest_checkpoint(output_dir) if resume else None
     resume_step = ckpt.step_of(latest) if latest is not None else 0
-    accelerator = Accelerator(mixed_precision=config.train.precision, cpu=not torch.cuda.is_available(),
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = resolve_precision(config.train.precision, device_type)
+    if config.train.precision == "auto":
+        log.info("train.precision auto: %s on this %s", "bf16 mixed precision" if precision == "bf16" else "float32",
+                 device_type.upper())
+    allow_precision(precision)
+    accelerator = Accelerator(mixed_precision=precision, cpu=device_type == "cpu",
                               log_with=tracker_targets(config.train.report_to, output_dir, resume_step) or None,
                               project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir)))
     shard_on_cpu_if_configured(accelerator)
