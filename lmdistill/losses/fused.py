@@ -64,7 +64,8 @@ def fused_linear_divergence(
     Logits made here from hidden states: z = softcap(logit_scale · (h Wᵀ + b)), softcap(x) = cap · tanh(x / cap);
     ``teacher_logits`` are the teacher model's final outputs (scale and softcap already in them), divided by T.
     Returns ``reduce(get(divergence)(z_s, z_t, temperature=T, ...), mask, num_valid=num_valid)``, a scalar in the
-    student hidden states' dtype (under autocast the logits are made in autocast's dtype, as a linear layer's are); gradients reach student_hidden, student_weight and student_bias only, never the teacher.
+    student hidden states' dtype (under autocast the logits are made in autocast's dtype, as a linear layer's are);
+    gradients reach student_hidden, student_weight and student_bias only, never the teacher.
     Peak extra memory is about ``memory_budget_bytes`` (chunk of tokens × V tiles) plus O(N·H + V·H).
     """
     device_type = student_hidden.device.type
