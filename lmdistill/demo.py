@@ -15,6 +15,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from lmdistill.compress import COMPRESS_STAGES, CompressResult, CompressSettings, Stages, compress
 from lmdistill.errors import UserError
@@ -27,7 +28,8 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 class DemoSettings:
     output_dir: str = "runs/demo"
     # 120 steps in bf16 took 9 min on 2 idle cores with AMX (BENCHMARKS "Compression"); in float32 (a CPU without
-    # bf16 hardware) 80 steps fit the 10 minutes and 120 take about 12.
+    # bf16 hardware) 80 steps fit the 10 minutes (8 min 43 s) and 120 would take about 12
+    # (estimated from those step times).
     steps: int = 120
     # Of 30: at the edge of decoding 1.5x the teacher's speed (1.46-1.55x in three idle measurements on 2 CPU cores;
     # batch-1 decoding reads every weight per token and the 28M-parameter head stays, so 18 layers read 0.68x the
@@ -42,7 +44,8 @@ class DemoSettings:
     calibration_examples: int = 32
     samples: int = 4
     seed: int = 0
-    precision: str = "auto"  # training precision of both runs: bf16 autocast on a CPU with AMX/AVX512-BF16, else float32
+    # Training precision of both runs: bf16 autocast on a CPU with AMX or AVX512-BF16 (or a GPU with bf16), else float32.
+    precision: Literal["auto", "no", "bf16"] = "auto"
 
 
 
