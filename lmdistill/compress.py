@@ -59,6 +59,7 @@ class CompressSettings:
     learning_rate: float = 6e-4
     max_length: int = 256
     precision: Literal["auto", "no", "bf16"] = "auto"  # both runs alike; auto: bf16 where the device has it natively
+    freeze_embeddings: bool = False  # both runs alike: the student's (tied) embeddings keep the teacher's weights
     samples: int = 4  # held-out prompts shown with every model's answer in the report
     # The distilled run reads the teacher's top-k log-probs from a cache built in one pass over the training data
     # (no teacher forward in its steps); None: the live teacher (exact, slower).
@@ -226,7 +227,7 @@ def run_config(settings: CompressSettings, output_dir: Path, plan: dict[str, Any
         "seed": settings.seed,
         "tokenizer": settings.teacher,  # also when the teacher signal is a cache
         "teacher": teacher,
-        "student": {"from_teacher": plan},
+        "student": {"from_teacher": plan, "freeze_embeddings": settings.freeze_embeddings},
         "data": {"train": settings.train, "eval": settings.eval, "format": settings.data_format, "max_length": settings.max_length},
         "objective": [dict(term) for term in objective],
         "train": {"max_steps": steps, "batch_size": settings.batch_size, "learning_rate": settings.learning_rate,

@@ -89,7 +89,7 @@ def test_compress_runs_end_to_end_from_the_cli(tiny_teacher, capsys):
     code = main(["compress", "--teacher", str(tiny_teacher / "teacher"), "--data", str(tiny_teacher / "train.jsonl"),
                  "--eval-data", str(tiny_teacher / "heldout.jsonl"), "--format", "prompt_completion", "--layers", "2",
                  "--steps", "2", "--batch-size", "4", "--calibration-examples", "8", "--precision", "bf16",
-                 "--output-dir", str(out)])
+                 "--freeze-embeddings", "--output-dir", str(out)])
     assert code == 0
     evaluation = json.loads((out / "distilled" / "evaluation.json").read_text())
     assert set(evaluation["models"]) == {"teacher", "student", "baseline"}
@@ -98,9 +98,9 @@ def test_compress_runs_end_to_end_from_the_cli(tiny_teacher, capsys):
     assert json.loads((out / "baseline" / "pruning.json").read_text())["kept_layers"] == [0, 3]
     baseline_config = (out / "baseline" / "config.yaml").read_text()
     assert "name: ce" in baseline_config and "forward_kl" not in baseline_config
-    # Both runs train in the precision asked for.
-    assert all(yaml.safe_load((out / run / "config.yaml").read_text())["train"]["precision"] == "bf16"
-               for run in ("distilled", "baseline"))
+    # Both runs train in the precision asked for, with the embeddings frozen as asked.
+    configs = [yaml.safe_load((out / run / "config.yaml").read_text()) for run in ("distilled", "baseline")]
+    assert all(c["train"]["precision"] == "bf16" and c["student"]["freeze_embeddings"] is True for c in configs)
     samples = evaluation["samples"]
     assert len(samples) == 4 and samples[0]["prompt"] and {"teacher", "student", "baseline"} <= set(samples[0])
     report = (out / "distilled" / "report" / "report.md").read_text()

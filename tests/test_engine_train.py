@@ -54,6 +54,22 @@ def test_pruned_student_starts_from_the_teachers_layers(tmp_path, gpt2_tokenizer
     assert student.model.layers[1].self_attn.layer_idx == 1
 
 
+@pytest.mark.parametrize("freeze, tied", [(True, False), (True, True), (False, True)])
+def test_frozen_embeddings_keep_the_teachers_weights_while_the_layers_train(tmp_path, gpt2_tokenizer_dir, freeze, tied):
+    from lmdistill.config import parse_config
+    from lmdistill.models.build import load_teacher
+
+    raw = tiny_run_config(tmp_path / "run", gpt2_tokenizer_dir, student={"from_teacher": {"layers": [0, 3]}, "freeze_embeddings": freeze})
+    raw["teacher"]["config"]["tie_word_embeddings"] = tied
+    teacher = load_teacher(parse_config(raw).teachers[0], model_class=get_task("causal_lm").model_class, seed=0)
+    weights = _weights(distill(raw).student_dir)
+    embeddings_kept = torch.equal(weights["model.embed_tokens.weight"], teacher.model.embed_tokens.weight)
+    assert embeddings_kept is freeze
+    assert not torch.equal(weights["model.layers.1.mlp.up_proj.weight"], teacher.model.layers[3].mlp.up_proj.weight)
+    if not tied:  # an untied head is not an embedding: it trains
+        assert not torch.equal(weights["lm_head.weight"], teacher.lm_head.weight)
+
+
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, gpt2_tokenizer_dir):
     train = {"max_steps": 6, "batch_size": 2, "gradient_accumulation_steps": 2, "learning_rate": 1e-3, "warmup_steps": 2,
              "log_every": 1, "save_every": 2, "progress": False}

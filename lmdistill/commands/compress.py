@@ -41,6 +41,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default=defaults.precision, choices=["auto", "no", "bf16"],
                         help="training precision of both runs; auto (default): bf16 mixed precision where the device "
                              "computes in bfloat16 natively (a GPU, a CPU with AMX or AVX512-BF16), else float32")
+    parser.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=defaults.freeze_embeddings,
+                        help="keep the student's embeddings (and a head tied to them) at the teacher's weights in both "
+                             "runs: fewer trained parameters, which helps on little data")
     teacher = parser.add_mutually_exclusive_group()
     teacher.add_argument("--cache-top-k", type=int, default=defaults.cache_top_k,
                          help="the distilled run reads the teacher's top-k log-probs from a cache built once (default %(default)s)")
@@ -57,6 +60,6 @@ def _compress(args: argparse.Namespace) -> int:
         layers=args.layers, params=args.params, ratio=args.ratio, prune=args.prune, score=args.score,
         calibration_examples=args.calibration_examples, steps=args.steps, batch_size=args.batch_size,
         learning_rate=args.learning_rate, max_length=args.max_length, seed=args.seed, precision=args.precision,
-        cache_top_k=None if args.live_teacher else args.cache_top_k,
+        freeze_embeddings=args.freeze_embeddings, cache_top_k=None if args.live_teacher else args.cache_top_k,
     ))
     return 0

@@ -16,6 +16,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default=defaults.output_dir, help="where every stage writes")
     parser.add_argument("--precision", default=defaults.precision, choices=["auto", "no", "bf16"],
                         help="training precision; auto (default): bf16 mixed precision where the CPU or GPU has it natively")
+    parser.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=defaults.freeze_embeddings,
+                        help="keep the student's embeddings at the teacher's weights (default: on)")
 
 
 @command("demo", "distil SmolLM2-135M-Instruct into a pruned student end to end, with a report", _arguments)
@@ -23,5 +25,5 @@ def _demo(args: argparse.Namespace) -> int:
     from lmdistill.demo import run_demo
 
     run_demo(DemoSettings(output_dir=args.output_dir, steps=args.steps, layers=args.layers, prompts=args.prompts,
-                          precision=args.precision))
+                          precision=args.precision, freeze_embeddings=args.freeze_embeddings))
     return 0

@@ -77,10 +77,23 @@ def build_student(
         log.info("student keeps teacher layers %s", keep)
     else:
         student = model_from_config(fresh_settings(config.config, model_kwargs), model_class=model_class, dtype=config.dtype, seed=seed + 1)
+    if config.freeze_embeddings:
+        freeze_embeddings(student)
     if config.lora is not None:
         student = with_lora(student, config.lora, task_type=lora_task_type)
     student.train()
     return student
+
+
+def freeze_embeddings(model: torch.nn.Module) -> None:
+    """Take the input embeddings out of training; an output head tied to them (the same tensor) goes with them."""
+    embeddings = model.get_input_embeddings().weight
+    embeddings.requires_grad_(False)
+    head = model.get_output_embeddings()
+    tied = head is not None and head.weight is embeddings
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("student embeddings frozen (%s parameters%s); %s parameters train", f"{embeddings.numel():,}",
+             ", the tied output head with them" if tied else "", f"{trained:,}")
 
 
 def kept_teacher_layers(settings, teacher: torch.nn.Module, calibration: Calibration | None) -> list[int]:
