@@ -22,6 +22,9 @@ from lmdistill.errors import UserError
 from lmdistill.files import write_atomically
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Instructions of one style (short stories, explanations, tips, descriptions, poems): the student trains on the
+# teacher's answers to the first and is evaluated on its answers to the second, which no training prompt repeats.
+TRAIN_PROMPTS, HELDOUT_PROMPTS = "demo_prompts.jsonl", "demo_heldout_prompts.jsonl"
 
 
 @dataclass(frozen=True)
@@ -35,8 +38,8 @@ class DemoSettings:
     # batch-1 decoding reads every weight per token and the 28M-parameter head stays, so 18 layers read 0.68x the
     # teacher's bytes); 17 layers decode 1.58x but reach only 8.4 held-out perplexity against 7.3 at 80 steps.
     layers: int = 18
-    prompts: int = 96
-    heldout_share: float = 1 / 3  # 32 of 96 prompts: agreement over ~1,500 held-out positions, about +-1 point
+    prompts: int = 205  # training prompts, the first of the 205 shipped
+    heldout_prompts: int = 32  # of the 32 shipped apart: agreement over ~1,500 held-out positions, about +-1 point
     max_new_tokens: int = 48
     batch_size: int = 8
     learning_rate: float = 3e-4
@@ -97,30 +100,40 @@ def prepare_teacher_and_data(settings: DemoSettings, out: Path, stages: Stages) 
     from lmdistill.data.generate import generate_pseudo_data
     from lmdistill.data.generate_config import parse_generate_config
 
-    heldout = max(1, round(settings.prompts * settings.heldout_share))
-    if settings.prompts - heldout < settings.batch_size:
-        raise UserError(f"--prompts {settings.prompts} leaves fewer training prompts than one batch of {settings.batch_size}; use at least 12")
+    shipped = {name: _shipped_prompts(name) for name in (TRAIN_PROMPTS, HELDOUT_PROMPTS)}
+    if not settings.batch_size <= settings.prompts <= len(shipped[TRAIN_PROMPTS]):
+        raise UserError(f"--prompts {settings.prompts}: use between one batch ({settings.batch_size}) and the "
+                        f"{len(shipped[TRAIN_PROMPTS])} training prompts shipped")
+    if not 1 <= settings.heldout_prompts <= len(shipped[HELDOUT_PROMPTS]):
+        raise UserError(f"heldout_prompts {settings.heldout_prompts}: use between 1 and the {len(shipped[HELDOUT_PROMPTS])} shipped")
     out.mkdir(parents=True, exist_ok=True)
 
     stages.start("teacher: SmolLM2-135M-Instruct (GGUF -> Hugging Face dir)", "about a minute the first time, then cached")
     teacher_dir = convert_gguf_teacher(smollm2_gguf(), out / "teacher")
     stages.done(f"teacher at {teacher_dir}")
 
-    stages.start(f"teacher pseudo data for {settings.prompts} prompts (greedy, {settings.max_new_tokens} new tokens)",
-                 "one to two minutes on 2 CPU cores")
-    prompts_file = importlib.resources.files("lmdistill") / "assets" / "demo_prompts.jsonl"
+    total = settings.prompts + settings.heldout_prompts
+    stages.start(f"teacher pseudo data for {settings.prompts} training and {settings.heldout_prompts} held-out prompts "
+                 f"(greedy, {settings.max_new_tokens} new tokens)", f"about {max(1, round(total / 200))} min on 2 CPU cores")
+    prompts = shipped[TRAIN_PROMPTS][:settings.prompts] + shipped[HELDOUT_PROMPTS][:settings.heldout_prompts]
+    write_atomically(out / "prompts.jsonl", "".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     generation = parse_generate_config({
         "teacher": {"path": str(teacher_dir)},
-        "prompts": {"source": str(prompts_file), "format": "prompt", "use_chat_template": True, "max_examples": settings.prompts},
+        "prompts": {"source": str(out / "prompts.jsonl"), "format": "prompt", "use_chat_template": True},
         "sampling": {"temperature": 0.0, "max_new_tokens": settings.max_new_tokens, "batch_size": 16},
         "output": str(out / "pseudo_data.jsonl"),
     }, source="demo")
     result = generate_pseudo_data(generation)
     rows = [json.loads(line) for line in result.output.read_text().splitlines() if line.strip()]
     rows.sort(key=lambda row: row["prompt_index"])
-    train_rows = [r for r in rows if r["prompt_index"] < settings.prompts - heldout]
-    heldout_rows = [r for r in rows if settings.prompts - heldout <= r["prompt_index"] < settings.prompts]
+    train_rows = [r for r in rows if r["prompt_index"] < settings.prompts]
+    heldout_rows = [r for r in rows if r["prompt_index"] >= settings.prompts]
     write_atomically(out / "train.jsonl", "".join(json.dumps(r) + "\n" for r in train_rows))
     write_atomically(out / "heldout.jsonl", "".join(json.dumps(r) + "\n" for r in heldout_rows))
     stages.done(f"{len(train_rows)} training and {len(heldout_rows)} held-out examples in {result.output}")
     return teacher_dir
+
+
+def _shipped_prompts(name: str) -> list[str]:
+    text = (importlib.resources.files("lmdistill") / "assets" / name).read_text(encoding="utf-8")
+    return [json.loads(line)["prompt"] for line in text.splitlines() if line.strip()]

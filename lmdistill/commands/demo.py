@@ -12,7 +12,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     defaults = DemoSettings()
     parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps per training run")
     parser.add_argument("--layers", type=int, default=defaults.layers, help="student layers kept of the teacher's 30 (the most important)")
-    parser.add_argument("--prompts", type=int, default=defaults.prompts, help="prompts to use (96 shipped; the last third are held out for evaluation)")
+    parser.add_argument("--prompts", type=int, default=defaults.prompts, help="training prompts to use (205 shipped; 32 others are held out for evaluation)")
     parser.add_argument("--output-dir", default=defaults.output_dir, help="where every stage writes")
     parser.add_argument("--precision", default=defaults.precision, choices=["auto", "no", "bf16"],
                         help="training precision; auto (default): bf16 mixed precision where the CPU or GPU has it natively")
