@@ -1,13 +1,15 @@
 """Benchmark compression of SmolLM2-135M-Instruct: importance depth/width pruning + distillation vs the CE baseline.
 
-On the demo's data (teacher answers to the 64 shipped training prompts; the other 32 held out), each student shape
+On the demo's data (teacher answers to the first ``--prompts`` of its shipped training prompts, 64 in every table
+so far; its 32 held-out prompts' answers are the evaluation text), each student shape
 is built with ``lmdistill compress``'s settings (``student.from_teacher`` with ``by: importance`` / ``uniform`` and
 ``width``: all reachable from a config or the CLI) and trained twice with the same data, steps and schedule: token
 KD (forward KL + 0.5 CE) and CE only. Reported per shape: parameters, held-out perplexity untrained and after each
 training, top-1 agreement, and decoding speed-up over the teacher (shapes timed in interleaved rounds), over seeds.
 Finished runs are cached under the work dir (``results.json``), so the benchmark can be stopped and restarted.
 
-    .venv/bin/python benchmarks/compression.py [--write] [--seeds 0 1 2] [--steps 40] [--work-dir /tmp/lmdistill-compression]
+    .venv/bin/python benchmarks/compression.py [--write] [--seeds 0 1 2] [--steps 40] [--prompts 64] [--freeze-embeddings]
+        [--work-dir /tmp/lmdistill-compression]
 """
 
 from __future__ import annotations
@@ -71,11 +73,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), help="a subset of the shape names")
+    parser.add_argument("--prompts", type=int, default=64, help="training prompts of the demo's (64: the tables so far)")
+    parser.add_argument("--freeze-embeddings", action="store_true", help="students keep the teacher's embeddings (the demo's default)")
     parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
     args = parser.parse_args()
     work = Path(args.work_dir)
     started = time.perf_counter()
-    prepare_teacher_and_data(DemoSettings(output_dir=str(work)), work, Stages(2))
+    prepare_teacher_and_data(DemoSettings(output_dir=str(work), prompts=args.prompts), work, Stages(2))
     prepared_s = time.perf_counter() - started
     results_path = work / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
@@ -105,7 +109,8 @@ def main() -> None:
                     continue
                 run_started = time.perf_counter()
                 settings = CompressSettings(teacher=str(work / "teacher"), train=str(work / "train.jsonl"), eval=str(work / "heldout.jsonl"),
-                                            layers=1, steps=args.steps, learning_rate=args.learning_rate, seed=seed)
+                                            layers=1, steps=args.steps, learning_rate=args.learning_rate, seed=seed,
+                                            freeze_embeddings=args.freeze_embeddings)
                 output = work / "runs" / f"{shape.replace(' ', '_').replace(',', '')}-{key}"
                 raw = run_config(settings, output, plan, objective, cache if method == "kd" else {"path": str(work / "teacher")})
                 raw["train"].update(eval_every=None, progress=False)
@@ -134,12 +139,12 @@ def render(args, results, speeds, teacher_ppl, teacher_params, prepared_s, cache
     seeds = args.seeds
     lines = [SECTION, "",
              f"`.venv/bin/python benchmarks/compression.py --write --seeds {' '.join(map(str, seeds))} --steps {args.steps} "
-             f"--learning-rate {args.learning_rate}`, {date.today()}, {platform.machine()} ({torch.get_num_threads()} torch threads), "
+             f"--learning-rate {args.learning_rate} --prompts {args.prompts}{' --freeze-embeddings' if args.freeze_embeddings else ''}`, {date.today()}, {platform.machine()} ({torch.get_num_threads()} torch threads), "
              f"{total_s / 60:.0f} min in all ({prepared_s:.0f} s for the teacher and its pseudo data, {cache_s:.0f} s for its "
              "top-k cache).", "",
-             "SmolLM2-135M-Instruct teacher; its greedy answers to the demo's 64 training prompts are the training data and "
+             f"SmolLM2-135M-Instruct teacher; its greedy answers to the demo's first {args.prompts} training prompts are the training data and "
              "its answers to the 32 held-out prompts the evaluation text (perplexity over the answer tokens). Each student "
-             f"is trained {args.steps} steps of 8 at lr {args.learning_rate} twice: KD (forward KL + 0.5 CE, the teacher's "
+             f"is trained {args.steps} steps of 8 at lr {args.learning_rate}{' with frozen embeddings' if args.freeze_embeddings else ''} twice: KD (forward KL + 0.5 CE, the teacher's "
              f"top-{CompressSettings.cache_top_k} log-probs from a cache, as `lmdistill compress` does) and CE only, "
              f"same data, steps and schedule. Perplexity: mean ± standard deviation over seeds {seeds} (the seed sets the "
              "data order; the pruned student is the same). Decoding speed: greedy tokens/s with the KV cache, 32 new tokens, "

@@ -8,6 +8,7 @@ import pytest
 from lmdistill.errors import UserError
 from lmdistill.report import build_report
 from lmdistill.report.build import format_value
+from lmdistill.report.document import Table, render_html, render_markdown
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CONFIG_TEXT = "# tiny run\nstudent:\n  layers: 2\nloss:\n  terms: [kl, ce]   # weights | 0.5\ntemperature: 2.0\n"
@@ -135,3 +136,12 @@ def test_malformed_inputs_raise_user_error(tmp_path):
     (run_dir / "evaluation.json").write_text('{"teacher": {}}')
     with pytest.raises(UserError, match="evaluation.json needs the form"):
         build_report(run_dir)
+
+
+def test_text_tables_are_left_aligned_and_figure_tables_right_aligned():
+    figures = Table(["model", "perplexity"], [["student", "6.06"]])
+    answers = Table(["model", "answer"], [["student", "Once upon a time"]], numeric=False)
+    assert render_markdown([figures]).splitlines()[1] == "| --- | ---: |"
+    assert render_markdown([answers]).splitlines()[1] == "| --- | --- |"
+    page = render_html([figures, answers], "t")
+    assert page.count('<table class="text">') == 1 and page.count("<table>") == 1

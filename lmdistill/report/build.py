@@ -125,7 +125,7 @@ def _sample_blocks(run: RunRecord) -> list[Block]:
     for number, sample in enumerate(run.samples, start=1):
         rows = [[name, str(text)] for name, text in sample.items() if name != "prompt"]
         blocks.append(Paragraph(f"Prompt {number}: {str(sample.get('prompt', '')).strip()}"))
-        blocks.append(Table(["model", "answer"], rows))
+        blocks.append(Table(["model", "answer"], rows, numeric=False))
     return blocks
 
 

@@ -23,6 +23,7 @@ class Paragraph:
 class Table:
     header: list[str]
     rows: list[list[str]]
+    numeric: bool = True  # columns after the first right-aligned (figures); False: every column left-aligned (text)
 
 
 @dataclass
@@ -45,7 +46,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width:
 h1, h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child, table.text th, table.text td { text-align: left; }
 th { background: #f3f3f3; }
 img { max-width: 100%; border: 1px solid #eee; }
 pre { background: #f6f8fa; padding: 1em; overflow-x: auto; border-radius: 4px; }
@@ -75,7 +76,7 @@ def render_markdown(blocks: list[Block]) -> str:
             parts.append(block.text)
         elif isinstance(block, Table):
             lines = ["| " + " | ".join(_markdown_cell(c) for c in block.header) + " |"]
-            lines.append("|" + "|".join([" --- "] + [" ---: "] * (len(block.header) - 1)) + "|")
+            lines.append("|" + "|".join([" --- "] + [" ---: " if block.numeric else " --- "] * (len(block.header) - 1)) + "|")
             lines += ["| " + " | ".join(_markdown_cell(c) for c in row) + " |" for row in block.rows]
             parts.append("\n".join(lines))
         elif isinstance(block, Image):
@@ -97,7 +98,8 @@ def render_html(blocks: list[Block], title: str) -> str:
         elif isinstance(block, Table):
             header = "".join(f"<th>{html.escape(c)}</th>" for c in block.header)
             body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block.rows)
-            parts.append(f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>")
+            opening = "<table>" if block.numeric else '<table class="text">'
+            parts.append(f"{opening}<thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>")
         elif isinstance(block, Image):
             encoded = base64.b64encode(block.path.read_bytes()).decode("ascii")
             parts.append(f'<img alt="{html.escape(block.alt)}" src="data:image/png;base64,{encoded}">')
