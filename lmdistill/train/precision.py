@@ -1,7 +1,8 @@
 """``train.precision``: ``auto`` trains in bf16 mixed precision where the device computes in bfloat16 natively.
 
 On a CPU with AMX a bf16 autocast step of the demo's 18-layer student took 0.42x the float32 step's time with the full
-49k-vocabulary CE and 0.69x in the demo's cached KD step (BENCHMARKS "Compression"); without AMX or AVX512-BF16 the
+49k-vocabulary CE, 0.60x with KD from the live teacher (benchmarks/mixed_precision.py) and 0.69x in the demo's cached
+KD step (BENCHMARKS "Compression", "Mixed-precision step time"); without AMX or AVX512-BF16 the
 CPU emulates bfloat16, which is usually slower than float32, so ``auto`` keeps float32 there.
 """
 
