@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from lmdistill.files import temporary_beside
 from lmdistill.report.run_dir import is_number
 
 MODEL_COLOURS = {"teacher": "#4c72b0", "student": "#dd8452", "baseline": "#8c8c8c"}
@@ -26,13 +26,13 @@ def _new_figure(width: float, height: float):
 
 
 def _save(figure, path: Path) -> Path:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = temporary_beside(path)
     try:
         with os.fdopen(handle, "wb") as stream:
             figure.savefig(stream, format="png")
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return path
 
