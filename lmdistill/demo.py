@@ -17,11 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import torch
+
 from lmdistill.compress import COMPRESS_STAGES, CompressResult, CompressSettings, Stages, compress
 from lmdistill.errors import UserError
 from lmdistill.files import write_atomically
+from lmdistill.train.precision import resolve_precision
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BF16_STEPS, FLOAT32_STEPS = 120, 80  # held-out perplexity 6.06 / 6.46 at seed 0 (17 layers)
 # Instructions of one style (short stories, explanations, tips, descriptions, poems): the student trains on the
 # teacher's answers to the first and is evaluated on its answers to the second, which no training prompt repeats.
 TRAIN_PROMPTS, HELDOUT_PROMPTS = "demo_prompts.jsonl", "demo_heldout_prompts.jsonl"
@@ -30,9 +34,9 @@ TRAIN_PROMPTS, HELDOUT_PROMPTS = "demo_prompts.jsonl", "demo_heldout_prompts.jso
 @dataclass(frozen=True)
 class DemoSettings:
     output_dir: str = "runs/demo"
-    # bf16 on 2 cores with AMX: the whole demo in about 9 min (BENCHMARKS "Compression"); in float32 (a CPU without
-    # bf16 hardware) the training steps take about 1.45x as long: --steps 80 keeps it near 10 min there.
-    steps: int = 120
+    # None: 120 where the runs train in bf16 (2 cores with AMX: the whole demo in about 8 min, BENCHMARKS
+    # "Compression"), 80 in float32 (a CPU without bf16 hardware), whose steps take about 1.5x as long.
+    steps: int | None = None
     # Of 30: decodes about 1.58x the teacher's speed on 2 CPU cores (batch-1 decoding reads every weight per token and
     # the 28M-parameter head stays); 18 layers reach a lower perplexity (5.75 against 6.06 at seed 0) but decode at
     # the 1.5x edge (1.46-1.55x in three idle measurements).
@@ -88,10 +92,18 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> CompressResult:
     return compress(CompressSettings(
         teacher=str(teacher_dir), train=str(out / "train.jsonl"), eval=str(out / "heldout.jsonl"), data_format="chat",
         output_dir=str(out), layers=settings.layers, score=settings.score, calibration_examples=settings.calibration_examples,
-        steps=settings.steps, batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=settings.seed,
+        steps=training_steps(settings), batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=settings.seed,
         samples=settings.samples, precision=settings.precision,
         freeze_embeddings=settings.freeze_embeddings, title="demo",
     ), stages)
+
+
+def training_steps(settings: DemoSettings) -> int:
+    """``settings.steps``, or the default that fits the demo's time budget at the precision the runs will train in."""
+    if settings.steps is not None:
+        return settings.steps
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    return BF16_STEPS if resolve_precision(settings.precision, device_type) == "bf16" else FLOAT32_STEPS
 
 
 def prepare_teacher_and_data(settings: DemoSettings, out: Path, stages: Stages) -> Path:

@@ -59,3 +59,13 @@ def test_no_training_prompt_is_a_held_out_one():
     normalised = {p.lower().strip() for p in train}
     assert len(normalised) == len(train) == 205 and len(heldout) == 32
     assert not normalised & {p.lower().strip() for p in heldout}
+
+
+@pytest.mark.parametrize("precision, native, steps", [("auto", True, 120), ("auto", False, 80), ("no", True, 80), ("bf16", False, 120)])
+def test_default_steps_follow_the_precision_the_runs_train_in(monkeypatch, precision, native, steps):
+    from lmdistill.demo import training_steps
+    from lmdistill.train import precision as precision_module
+
+    monkeypatch.setattr(precision_module, "native_bf16", lambda device_type: native)
+    assert training_steps(DemoSettings(precision=precision)) == steps
+    assert training_steps(DemoSettings(precision=precision, steps=7)) == 7
