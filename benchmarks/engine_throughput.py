@@ -236,18 +236,28 @@ def child_trl(args) -> dict:
 
 # ---------------------------------------------------------------- parent: run, tabulate, write
 
-def _run_child(setup: str, vocab: int, workdir: Path, tokenizer_dir: Path, data: Path, args) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", setup, "--vocab", str(vocab), "--workdir", str(workdir),
-               "--tokenizer", str(tokenizer_dir), "--data", str(data), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+def run_child_script(script: str, arguments: list[str], what: str) -> tuple[dict, float]:
+    """Run ``script`` with ``arguments`` in a fresh process with THREADS threads; the JSON on its last stdout line and
+    the seconds the process took. Shared by the benchmarks that time each setup in its own process."""
+    command = [sys.executable, str(Path(script).resolve()), *arguments]
     environment = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(THREADS)}
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=REPO)
     if done.returncode != 0:
-        raise RuntimeError(f"{setup} vocab={vocab} failed:\n{done.stderr[-4000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1]), time.perf_counter() - started
+
+
+def child_arguments(setup: str, workdir: Path, tokenizer_dir: Path, data: Path, args) -> list[str]:
+    return ["--child", setup, "--workdir", str(workdir), "--tokenizer", str(tokenizer_dir), "--data", str(data),
+            "--steps", str(args.steps), "--warmup", str(args.warmup)]
+
+
+def _run_child(setup: str, vocab: int, workdir: Path, tokenizer_dir: Path, data: Path, args) -> dict:
+    result, seconds = run_child_script(__file__, child_arguments(setup, workdir, tokenizer_dir, data, args) + ["--vocab", str(vocab)],
+                                       f"{setup} vocab={vocab}")
     print(f"  {setup} vocab={vocab}: median step {statistics.median(result['step_s']):.2f} s, "
-          f"peak +{result['peak_over_baseline'] / 2**20:.0f} MiB"
-          f" ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+          f"peak +{result['peak_over_baseline'] / 2**20:.0f} MiB ({seconds:.0f} s)", file=sys.stderr)
     return result
 
 

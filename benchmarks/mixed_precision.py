@@ -15,20 +15,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from benchmarks_md import replace_section
-from engine_throughput import THREADS, _machine, _now, make_tokenizer_and_data, step_times
+from engine_throughput import THREADS, _machine, _now, child_arguments, make_tokenizer_and_data, run_child_script, step_times
 
-REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Mixed-precision step time"
 BATCH, SEQ_LEN, VOCAB = 8, 128, 49152
 TEACHER = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
@@ -72,16 +68,8 @@ def child(args) -> dict:
 
 
 def run_child(setup: str, workdir: Path, tokenizer_dir: Path, data: Path, args) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", setup, "--workdir", str(workdir),
-               "--tokenizer", str(tokenizer_dir), "--data", str(data), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    environment = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(THREADS)}
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=REPO)
-    if done.returncode != 0:
-        raise RuntimeError(f"{setup} failed:\n{done.stderr[-4000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"  {SETUPS[setup]}: median step {statistics.median(result['step_s']):.2f} s ({time.perf_counter() - started:.0f} s)",
-          file=sys.stderr)
+    result, seconds = run_child_script(__file__, child_arguments(setup, workdir, tokenizer_dir, data, args), SETUPS[setup])
+    print(f"  {SETUPS[setup]}: median step {statistics.median(result['step_s']):.2f} s ({seconds:.0f} s)", file=sys.stderr)
     return result
 
 

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import torch
-
 from lmdistill.compress import COMPRESS_STAGES, CompressResult, CompressSettings, Stages, compress
 from lmdistill.errors import UserError
 from lmdistill.files import write_atomically
@@ -102,8 +100,7 @@ def training_steps(settings: DemoSettings) -> int:
     """``settings.steps``, or the default that fits the demo's time budget at the precision the runs will train in."""
     if settings.steps is not None:
         return settings.steps
-    device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    return BF16_STEPS if resolve_precision(settings.precision, device_type) == "bf16" else FLOAT32_STEPS
+    return BF16_STEPS if resolve_precision(settings.precision) == "bf16" else FLOAT32_STEPS
 
 
 def prepare_teacher_and_data(settings: DemoSettings, out: Path, stages: Stages) -> Path:

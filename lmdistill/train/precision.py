@@ -20,8 +20,9 @@ def native_bf16(device_type: str) -> bool:
     return False
 
 
-def resolve_precision(setting: str, device_type: str) -> str:
-    """accelerate's ``mixed_precision`` for a ``train.precision`` setting: ``auto`` -> "bf16" or "no"."""
+def resolve_precision(setting: str, device_type: str | None = None) -> str:
+    """accelerate's ``mixed_precision`` for a ``train.precision`` setting: ``auto`` -> "bf16" or "no" on
+    ``device_type`` (default: the device a run trains on, CUDA where there is one)."""
     if setting != "auto":
         return setting
-    return "bf16" if native_bf16(device_type) else "no"
+    return "bf16" if native_bf16(device_type or ("cuda" if torch.cuda.is_available() else "cpu")) else "no"
